@@ -1,0 +1,106 @@
+"""Model configuration and named presets for the Llama-family decoder.
+
+The config says *what* the network is (shapes, RoPE, norms); sharding rules live in
+`dacl/parallel.py` and never here.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Optional
+
+import jax.numpy as jnp
+
+_DTYPES = {"float32": jnp.float32, "f32": jnp.float32, "bfloat16": jnp.bfloat16, "bf16": jnp.bfloat16}
+
+
+def as_dtype(name_or_dtype: Any):
+  if isinstance(name_or_dtype, str):
+    if name_or_dtype not in _DTYPES:
+      raise ValueError(f"unknown dtype {name_or_dtype!r}; use one of {sorted(_DTYPES)}")
+    return _DTYPES[name_or_dtype]
+  return name_or_dtype
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+  """Shapes and options of a Llama / Qwen2 / Qwen3 style decoder."""
+  vocab_size: int
+  d_model: int
+  n_layers: int
+  n_heads: int
+  n_kv_heads: int
+  head_dim: int
+  ffn_dim: int
+  rope_theta: float = 10000.0
+  # Llama-3 style scaling: {"rope_type": "llama3", "factor", "low_freq_factor",
+  # "high_freq_factor", "original_max_position_embeddings"}; None for plain RoPE.
+  rope_scaling: Optional[tuple] = None  # stored as a sorted tuple of items (hashable)
+  norm_eps: float = 1e-6
+  qkv_bias: bool = False       # Qwen2
+  qk_norm: bool = False        # Qwen3
+  tie_embeddings: bool = True
+  param_dtype: str = "float32"
+  dtype: str = "float32"       # compute dtype; logits are always float32
+  max_seq_len: int = 2048
+  init_std: float = 0.02
+
+  def __post_init__(self):
+    if self.n_heads % self.n_kv_heads:
+      raise ValueError(f"n_heads={self.n_heads} must be a multiple of n_kv_heads={self.n_kv_heads}")
+    if self.head_dim % 2:
+      raise ValueError(f"head_dim={self.head_dim} must be even for RoPE")
+    as_dtype(self.param_dtype), as_dtype(self.dtype)
+    if isinstance(self.rope_scaling, dict):
+      object.__setattr__(self, "rope_scaling", tuple(sorted(self.rope_scaling.items())))
+
+  @property
+  def rope_scaling_dict(self) -> Optional[dict]:
+    return dict(self.rope_scaling) if self.rope_scaling else None
+
+  def replace(self, **kw) -> "ModelConfig":
+    return dataclasses.replace(self, **kw)
+
+  def num_params(self) -> int:
+    d, f, l = self.d_model, self.ffn_dim, self.n_layers
+    q, kv = self.n_heads * self.head_dim, self.n_kv_heads * self.head_dim
+    per_layer = d * q + 2 * d * kv + q * d + 3 * d * f + 2 * d
+    if self.qkv_bias:
+      per_layer += q + 2 * kv
+    if self.qk_norm:
+      per_layer += 2 * self.head_dim
+    emb = self.vocab_size * d * (1 if self.tie_embeddings else 2)
+    return l * per_layer + emb + d
+
+
+# Byte tokenizer vocabulary: 256 bytes + specials (see dacl/tokenizers.py). Rounded up to 272.
+TINY_VOCAB = 272
+
+PRESETS: dict[str, ModelConfig] = {
+    "tiny": ModelConfig(vocab_size=TINY_VOCAB, d_model=128, n_layers=4, n_heads=4, n_kv_heads=2,
+                        head_dim=32, ffn_dim=384, rope_theta=10000.0, norm_eps=1e-6,
+                        tie_embeddings=True, max_seq_len=512),
+    "smollm2_135m": ModelConfig(vocab_size=49152, d_model=576, n_layers=30, n_heads=9, n_kv_heads=3,
+                                head_dim=64, ffn_dim=1536, rope_theta=100000.0, norm_eps=1e-5,
+                                tie_embeddings=True, max_seq_len=8192),
+    "qwen2p5_0p5b": ModelConfig(vocab_size=151936, d_model=896, n_layers=24, n_heads=14, n_kv_heads=2,
+                                head_dim=64, ffn_dim=4864, rope_theta=1000000.0, norm_eps=1e-6,
+                                qkv_bias=True, tie_embeddings=True, max_seq_len=32768),
+    "qwen2p5_1p5b": ModelConfig(vocab_size=151936, d_model=1536, n_layers=28, n_heads=12, n_kv_heads=2,
+                                head_dim=128, ffn_dim=8960, rope_theta=1000000.0, norm_eps=1e-6,
+                                qkv_bias=True, tie_embeddings=True, max_seq_len=32768),
+    "qwen3_0p6b": ModelConfig(vocab_size=151936, d_model=1024, n_layers=28, n_heads=16, n_kv_heads=8,
+                              head_dim=128, ffn_dim=3072, rope_theta=1000000.0, norm_eps=1e-6,
+                              qk_norm=True, tie_embeddings=True, max_seq_len=40960),
+    "llama3p2_1b": ModelConfig(vocab_size=128256, d_model=2048, n_layers=16, n_heads=32, n_kv_heads=8,
+                               head_dim=64, ffn_dim=8192, rope_theta=500000.0, norm_eps=1e-5,
+                               rope_scaling={"rope_type": "llama3", "factor": 32.0,
+                                             "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+                                             "original_max_position_embeddings": 8192},
+                               tie_embeddings=True, max_seq_len=131072),
+}
+
+
+def get_preset(name: str, **overrides) -> ModelConfig:
+  if name not in PRESETS:
+    raise KeyError(f"unknown model preset {name!r}; known: {sorted(PRESETS)}")
+  return PRESETS[name].replace(**overrides) if overrides else PRESETS[name]

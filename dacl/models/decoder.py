@@ -1,0 +1,226 @@
+"""Llama-family decoder in Flax NNX (Llama, Qwen2 with qkv bias, Qwen3 with q/k norm).
+
+Layer weights are stacked on a leading `layers` axis and the blocks run under one `lax.scan`,
+so a 30-layer model compiles as fast as a 1-layer one. Every parameter carries logical axis
+names (metadata `logical_axes`) that `dacl.parallel` maps onto a mesh.
+
+The forward is a pure function of (state, tokens, positions, mask, cache); see `forward`.
+Shapes: B batch, T new tokens, S cache slots, L layers, H query heads, K kv heads, D head dim.
+"""
+from __future__ import annotations
+
+import math
+from typing import NamedTuple, Optional
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from dacl.models.config import ModelConfig, as_dtype
+
+
+class KVCache(NamedTuple):
+  """Static-size key/value cache.
+
+  k, v: [L, B, S, K, D] in the compute dtype.
+  mask: [B, S] bool, True where a slot holds a real (non-padding) token.
+  index: [] int32, the next slot to write (shared by all rows: prompts are left-padded).
+  """
+  k: jax.Array
+  v: jax.Array
+  mask: jax.Array
+  index: jax.Array
+
+
+def init_cache(cfg: ModelConfig, batch: int, size: int) -> KVCache:
+  shape = (cfg.n_layers, batch, size, cfg.n_kv_heads, cfg.head_dim)
+  dt = as_dtype(cfg.dtype)
+  return KVCache(jnp.zeros(shape, dt), jnp.zeros(shape, dt), jnp.zeros((batch, size), bool),
+                 jnp.zeros((), jnp.int32))
+
+
+def rms_norm(x, w, eps):
+  xf = x.astype(jnp.float32)
+  y = xf * jax.lax.rsqrt(jnp.mean(xf * xf, axis=-1, keepdims=True) + eps)
+  return (y * w.astype(jnp.float32)).astype(x.dtype)
+
+
+def rope_inv_freq(cfg: ModelConfig) -> jax.Array:
+  """[D/2] inverse frequencies, with optional Llama-3 scaling (as in HF `_compute_llama3_parameters`)."""
+  d = cfg.head_dim
+  inv = 1.0 / (cfg.rope_theta ** (jnp.arange(0, d, 2, dtype=jnp.float32) / d))
+  sc = cfg.rope_scaling_dict
+  if sc and sc.get("rope_type", sc.get("type")) == "llama3":
+    factor, lo, hi = sc["factor"], sc["low_freq_factor"], sc["high_freq_factor"]
+    old = sc["original_max_position_embeddings"]
+    lo_wl, hi_wl = old / lo, old / hi
+    wl = 2 * math.pi / inv
+    inv_l = jnp.where(wl > lo_wl, inv / factor, inv)
+    smooth = (old / wl - lo) / (hi - lo)
+    smoothed = (1 - smooth) * inv_l / factor + smooth * inv_l
+    medium = (wl >= hi_wl) & (wl <= lo_wl)
+    inv = jnp.where(medium, smoothed, inv_l)
+  elif sc and sc.get("rope_type", sc.get("type")) not in (None, "default"):
+    raise NotImplementedError(f"rope scaling {sc} is not supported")
+  return inv
+
+
+def apply_rope(x, positions, inv_freq):
+  """x: [B, T, N, D]; positions: [B, T]. HF rotate-half layout."""
+  ang = positions[..., None].astype(jnp.float32) * inv_freq  # [B, T, D/2]
+  cos, sin = jnp.cos(ang)[:, :, None, :], jnp.sin(ang)[:, :, None, :]
+  xf = x.astype(jnp.float32)
+  x1, x2 = jnp.split(xf, 2, axis=-1)
+  out = jnp.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], axis=-1)
+  return out.astype(x.dtype)
+
+
+def _param(rngs, shape, axes, dtype, std=None, value=None):
+  if value is not None:
+    arr = jnp.full(shape, value, dtype)
+  else:
+    arr = (std * jax.random.normal(rngs.params(), shape, jnp.float32)).astype(dtype)
+  return nnx.Param(arr, logical_axes=axes)
+
+
+class Decoder(nnx.Module):
+  """Token embedding, L stacked pre-norm blocks (GQA attention + SwiGLU), final norm, LM head."""
+
+  def __init__(self, cfg: ModelConfig, *, rngs: nnx.Rngs):
+    self.cfg = cfg
+    pd, s = as_dtype(cfg.param_dtype), cfg.init_std
+    L, Dm, F = cfg.n_layers, cfg.d_model, cfg.ffn_dim
+    q, kv = cfg.n_heads * cfg.head_dim, cfg.n_kv_heads * cfg.head_dim
+    self.embed = _param(rngs, (cfg.vocab_size, Dm), ("vocab", "embed"), pd, std=s)
+    self.wq = _param(rngs, (L, Dm, q), ("layers", "embed", "q_heads"), pd, std=s)
+    self.wk = _param(rngs, (L, Dm, kv), ("layers", "embed", "kv_heads"), pd, std=s)
+    self.wv = _param(rngs, (L, Dm, kv), ("layers", "embed", "kv_heads"), pd, std=s)
+    self.wo = _param(rngs, (L, q, Dm), ("layers", "q_heads", "embed"), pd, std=s / math.sqrt(2 * L))
+    if cfg.qkv_bias:
+      self.bq = _param(rngs, (L, q), ("layers", "q_heads"), pd, value=0.0)
+      self.bk = _param(rngs, (L, kv), ("layers", "kv_heads"), pd, value=0.0)
+      self.bv = _param(rngs, (L, kv), ("layers", "kv_heads"), pd, value=0.0)
+    if cfg.qk_norm:
+      self.q_norm = _param(rngs, (L, cfg.head_dim), ("layers", None), pd, value=1.0)
+      self.k_norm = _param(rngs, (L, cfg.head_dim), ("layers", None), pd, value=1.0)
+    self.attn_norm = _param(rngs, (L, Dm), ("layers", None), pd, value=1.0)
+    self.mlp_norm = _param(rngs, (L, Dm), ("layers", None), pd, value=1.0)
+    self.w_gate = _param(rngs, (L, Dm, F), ("layers", "embed", "mlp"), pd, std=s)
+    self.w_up = _param(rngs, (L, Dm, F), ("layers", "embed", "mlp"), pd, std=s)
+    self.w_down = _param(rngs, (L, F, Dm), ("layers", "mlp", "embed"), pd, std=s / math.sqrt(2 * L))
+    self.final_norm = _param(rngs, (Dm,), (None,), pd, value=1.0)
+    if not cfg.tie_embeddings:
+      self.lm_head = _param(rngs, (Dm, cfg.vocab_size), ("embed", "vocab"), pd, std=s)
+
+  # Names of the per-layer stacked parameters, in the order the scan body reads them.
+  def _layer_params(self) -> dict:
+    names = ["wq", "wk", "wv", "wo", "attn_norm", "mlp_norm", "w_gate", "w_up", "w_down"]
+    if self.cfg.qkv_bias:
+      names += ["bq", "bk", "bv"]
+    if self.cfg.qk_norm:
+      names += ["q_norm", "k_norm"]
+    return {n: getattr(self, n)[...] for n in names}
+
+  def __call__(self, tokens: jax.Array, positions: Optional[jax.Array] = None,
+               mask: Optional[jax.Array] = None, cache: Optional[KVCache] = None,
+               return_hidden: bool = False):
+    """tokens [B, T] int32 -> (logits [B, T, V] float32, cache or None).
+
+    positions [B, T]: RoPE positions (default 0..T-1). mask [B, T]: True for real tokens
+    (default all). Without a cache, attention is causal over the T tokens. With a cache, the T
+    tokens are written at slots index..index+T-1 and attend to every earlier valid slot.
+    With return_hidden, the final-norm hidden states [B, T, d_model] are returned instead of logits.
+    """
+    cfg = self.cfg
+    dt = as_dtype(cfg.dtype)
+    B, T = tokens.shape
+    if positions is None:
+      positions = jnp.broadcast_to(jnp.arange(T, dtype=jnp.int32), (B, T))
+    if mask is None:
+      mask = jnp.ones((B, T), bool)
+    mask = mask.astype(bool)
+    x = jnp.take(self.embed[...], tokens, axis=0).astype(dt)
+    inv_freq = rope_inv_freq(cfg)
+
+    if cache is None:
+      q_slot = jnp.arange(T)
+      k_slot = jnp.arange(T)
+      key_valid = mask
+    else:
+      q_slot = cache.index + jnp.arange(T)
+      k_slot = jnp.arange(cache.k.shape[2])
+      key_valid = jax.lax.dynamic_update_slice(cache.mask, mask, (0, cache.index))
+    # [B, 1, 1, T, S]: causal in slot order, keys must be valid.
+    attn_ok = (k_slot[None, :] <= q_slot[:, None])[None] & key_valid[:, None, :]
+    attn_ok = attn_ok[:, None, None]
+
+    def block(x, xs):
+      p, kc, vc = xs
+      h = rms_norm(x, p["attn_norm"], cfg.norm_eps)
+      q = h @ p["wq"].astype(dt)
+      k = h @ p["wk"].astype(dt)
+      v = h @ p["wv"].astype(dt)
+      if cfg.qkv_bias:
+        q, k, v = q + p["bq"].astype(dt), k + p["bk"].astype(dt), v + p["bv"].astype(dt)
+      q = q.reshape(B, T, cfg.n_heads, cfg.head_dim)
+      k = k.reshape(B, T, cfg.n_kv_heads, cfg.head_dim)
+      v = v.reshape(B, T, cfg.n_kv_heads, cfg.head_dim)
+      if cfg.qk_norm:
+        q = rms_norm(q, p["q_norm"], cfg.norm_eps)
+        k = rms_norm(k, p["k_norm"], cfg.norm_eps)
+      q = apply_rope(q, positions, inv_freq)
+      k = apply_rope(k, positions, inv_freq)
+      if kc is not None:
+        kc = jax.lax.dynamic_update_slice(kc, k.astype(kc.dtype), (0, cache.index, 0, 0))
+        vc = jax.lax.dynamic_update_slice(vc, v.astype(vc.dtype), (0, cache.index, 0, 0))
+        k_all, v_all = kc, vc
+      else:
+        k_all, v_all = k, v
+      out = _gqa_attention(q, k_all, v_all, attn_ok, cfg)
+      x = x + out.reshape(B, T, -1) @ p["wo"].astype(dt)
+      h = rms_norm(x, p["mlp_norm"], cfg.norm_eps)
+      g = jax.nn.silu(h @ p["w_gate"].astype(dt)) * (h @ p["w_up"].astype(dt))
+      x = x + g @ p["w_down"].astype(dt)
+      return x, (kc, vc)
+
+    params = self._layer_params()
+    if cache is None:
+      x, _ = jax.lax.scan(lambda c, p: block(c, (p, None, None)), x, params)
+      new_cache = None
+    else:
+      x, (ks, vs) = jax.lax.scan(block, x, (params, cache.k, cache.v))
+      new_cache = KVCache(ks, vs, key_valid, cache.index + T)
+    x = rms_norm(x, self.final_norm[...], cfg.norm_eps)
+    if return_hidden:
+      return x, new_cache
+    w = self.embed[...].T if cfg.tie_embeddings else self.lm_head[...]
+    logits = jnp.einsum("btd,dv->btv", x, w.astype(dt), preferred_element_type=jnp.float32)
+    return logits, new_cache
+
+
+def _gqa_attention(q, k, v, attn_ok, cfg: ModelConfig):
+  """q [B,T,H,D], k/v [B,S,K,D], attn_ok [B,1,1,T,S] -> [B,T,H,D]. Softmax in float32."""
+  B, T, H, D = q.shape
+  G = H // cfg.n_kv_heads
+  qg = q.reshape(B, T, cfg.n_kv_heads, G, D)
+  s = jnp.einsum("btkgd,bskd->bkgts", qg, k, preferred_element_type=jnp.float32) / math.sqrt(D)
+  s = jnp.where(attn_ok, s, jnp.finfo(jnp.float32).min)
+  w = jax.nn.softmax(s, axis=-1)
+  # Rows with no valid key at all (padding queries) would average garbage; zero them.
+  w = jnp.where(attn_ok.any(-1, keepdims=True), w, 0.0)
+  o = jnp.einsum("bkgts,bskd->btkgd", w.astype(v.dtype), v)
+  return o.reshape(B, T, H, D)
+
+
+def forward(graphdef, state, tokens, positions=None, mask=None, cache=None):
+  """Pure functional forward: (graphdef, state, ...) -> (logits float32 [B,T,V], cache)."""
+  return nnx.merge(graphdef, state)(tokens, positions, mask, cache)
+
+
+def create_model(cfg: ModelConfig, seed: int = 0) -> Decoder:
+  return Decoder(cfg, rngs=nnx.Rngs(params=seed))
+
+
+def abstract_model(cfg: ModelConfig) -> Decoder:
+  """A Decoder whose parameters are ShapeDtypeStructs (no memory); for loaders and restore."""
+  return nnx.eval_shape(lambda: Decoder(cfg, rngs=nnx.Rngs(params=0)))

@@ -1,0 +1,245 @@
+"""Jitted sampler: prefill + one `lax.while_loop` decode over a static, donated KV cache.
+
+Prompts are left-padded into power-of-two length buckets (and the row count into power-of-two
+buckets) so repeated calls reuse compiled code. Per row: stop tokens and stop strings (matched
+on token sequences inside the loop, and re-checked on the decoded text on the host), temperature,
+top-k, top-p or greedy. N = rows * num_samples; M = new-token buffer (a bucket >= max_new_tokens).
+"""
+from __future__ import annotations
+
+import dataclasses
+import functools
+from typing import NamedTuple, Optional, Sequence, Union
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from dacl.models.decoder import KVCache, init_cache
+
+STOP_LENGTH, STOP_TOKEN, STOP_STRING = 0, 1, 2
+
+
+class PromptTooLongError(ValueError):
+  pass
+
+
+@dataclasses.dataclass(frozen=True)
+class SamplingParams:
+  max_new_tokens: int = 64
+  temperature: float = 1.0      # <= 0 means greedy
+  top_k: int = 0                # 0 disables
+  top_p: float = 1.0            # 1 disables
+  num_samples: int = 1          # G samples per prompt
+  stop_strings: tuple = ()
+  stop_token_ids: Optional[tuple] = None  # default: the tokenizer's stop ids
+
+
+class SampleOutput(NamedTuple):
+  """tokens/logprobs/sample_logprobs/mask: [N, M]; lengths/stop_reason: [N]; texts: N strings.
+
+  Row n is sample n % G of prompt n // G. logprobs are log pi(token) at temperature 1 (the
+  policy); sample_logprobs are under the distribution actually sampled (after temperature,
+  top-k, top-p; 0 for greedy). mask is True on generated tokens, the stop token included.
+  """
+  tokens: np.ndarray
+  logprobs: np.ndarray
+  sample_logprobs: np.ndarray
+  mask: np.ndarray
+  lengths: np.ndarray
+  stop_reason: np.ndarray
+  texts: list
+  prompt_lengths: np.ndarray
+
+
+def next_bucket(n: int, minimum: int = 16) -> int:
+  b = minimum
+  while b < n:
+    b *= 2
+  return b
+
+
+def filter_logits(logits, top_k, top_p):
+  """Mask logits [N, V] outside the top-k set and the top-p nucleus (one sort; traced k and p)."""
+  srt = jnp.sort(logits, axis=-1)[:, ::-1]
+  V = logits.shape[-1]
+  k = jnp.where(top_k > 0, jnp.minimum(top_k, V), V)
+  kth = jnp.take_along_axis(srt, (k - 1)[None, None].repeat(logits.shape[0], 0), axis=-1)
+  probs = jax.nn.softmax(srt, axis=-1)
+  cum = jnp.cumsum(probs, axis=-1)
+  keep = (cum - probs) < top_p          # always keeps the first token
+  thr_p = jnp.min(jnp.where(keep, srt, jnp.inf), axis=-1, keepdims=True)
+  thr = jnp.maximum(kth, thr_p)
+  return jnp.where(logits >= thr, logits, -jnp.inf)
+
+
+def sample_logits(logits, key, temperature, top_k, top_p):
+  """logits [N, V] float32 -> (token [N], logp under the policy [N], logp under the sampler [N])."""
+  greedy = temperature <= 0
+  scaled = logits / jnp.where(greedy, 1.0, temperature)
+  need = (top_k > 0) | (top_p < 1.0)
+  filtered = jax.lax.cond(need, lambda x: filter_logits(x, top_k, top_p), lambda x: x, scaled)
+  tok = jnp.where(greedy, jnp.argmax(logits, -1), jax.random.categorical(key, filtered, axis=-1))
+  tok = tok.astype(jnp.int32)
+  lp = jnp.take_along_axis(jax.nn.log_softmax(logits, -1), tok[:, None], -1)[:, 0]
+  slp = jnp.take_along_axis(jax.nn.log_softmax(filtered, -1), tok[:, None], -1)[:, 0]
+  return tok, lp, jnp.where(greedy, 0.0, slp)
+
+
+@functools.partial(jax.jit, static_argnames=("graphdef", "cache_size", "num_samples"))
+def prefill(graphdef, state, tokens, mask, *, cache_size: int, num_samples: int):
+  """tokens/mask [B, P] left-padded -> (last logits [B*G, V], cache for B*G rows, prompt_len [B*G])."""
+  model = nnx.merge(graphdef, state)
+  B, P = tokens.shape
+  positions = jnp.maximum(jnp.cumsum(mask, axis=1) - 1, 0).astype(jnp.int32)
+  cache = init_cache(model.cfg, B, cache_size)
+  logits, cache = model(tokens, positions, mask, cache)
+  rep = lambda x, ax: jnp.repeat(x, num_samples, axis=ax)
+  cache = KVCache(rep(cache.k, 1), rep(cache.v, 1), rep(cache.mask, 0), cache.index)
+  return rep(logits[:, -1], 0), cache, rep(mask.sum(1).astype(jnp.int32), 0)
+
+
+@functools.partial(jax.jit, static_argnames=("graphdef", "buffer"), donate_argnames=("cache",))
+def decode(graphdef, state, cache, logits, prompt_len, key, max_new, temperature, top_k, top_p,
+           stop_ids, stop_seqs, *, buffer: int):
+  """One lax.while_loop over at most `max_new` (<= buffer) steps.
+
+  stop_ids [N, S1] (-1 padded); stop_seqs [Q, W] right-aligned token sequences, -1 = wildcard
+  on the left (Q may be 0).
+  """
+  model = nnx.merge(graphdef, state)
+  N = logits.shape[0]
+  pad = jnp.int32(0)
+  W = stop_seqs.shape[1]
+
+  def cond(c):
+    i, done = c[0], c[4]
+    return (i < max_new) & ~jnp.all(done)
+
+  def body(c):
+    i, toks, lps, slps, done, reason, lengths, cache, logits, key = c
+    key, sub = jax.random.split(key)
+    tok, lp, slp = sample_logits(logits, sub, temperature, top_k, top_p)
+    live = ~done
+    tok = jnp.where(live, tok, pad)
+    toks = toks.at[:, i].set(tok)
+    lps = lps.at[:, i].set(jnp.where(live, lp, 0.0))
+    slps = slps.at[:, i].set(jnp.where(live, slp, 0.0))
+    hit_tok = live & jnp.any(tok[:, None] == stop_ids, axis=-1)
+    if stop_seqs.shape[0]:
+      idx = i - W + 1 + jnp.arange(W)
+      window = jnp.where(idx[None] >= 0, toks[:, jnp.clip(idx, 0)], -2)      # [N, W]
+      match = (window[:, None, :] == stop_seqs[None]) | (stop_seqs[None] < 0)
+      hit_seq = live & ~hit_tok & jnp.any(jnp.all(match, -1), -1)
+    else:
+      hit_seq = jnp.zeros_like(hit_tok)
+    reason = jnp.where(hit_tok, STOP_TOKEN, jnp.where(hit_seq, STOP_STRING, reason))
+    lengths = lengths + live.astype(jnp.int32)
+    done = done | hit_tok | hit_seq
+    logits, cache = model(tok[:, None], (prompt_len + i)[:, None], live[:, None], cache)
+    return i + 1, toks, lps, slps, done, reason, lengths, cache, logits[:, 0], key
+
+  init = (jnp.int32(0), jnp.zeros((N, buffer), jnp.int32), jnp.zeros((N, buffer), jnp.float32),
+          jnp.zeros((N, buffer), jnp.float32), jnp.zeros((N,), bool),
+          jnp.full((N,), STOP_LENGTH, jnp.int32), jnp.zeros((N,), jnp.int32), cache, logits, key)
+  _, toks, lps, slps, _, reason, lengths, cache, _, _ = jax.lax.while_loop(cond, body, init)
+  # The cache is returned so its donated buffers alias an output (no second copy).
+  return toks, lps, slps, reason, lengths, cache
+
+
+class Sampler:
+  """Generates from a Decoder with a tokenizer. Compiles once per (row bucket, prompt bucket,
+  buffer bucket, stop-set shape)."""
+
+  def __init__(self, model, tokenizer, max_cache_len: Optional[int] = None, min_bucket: int = 16):
+    self.graphdef, self.state = nnx.split(model)
+    self.cfg = model.cfg
+    self.tokenizer = tokenizer
+    self.max_cache_len = max_cache_len or self.cfg.max_seq_len
+    self.min_bucket = min_bucket
+
+  def update_state(self, state):
+    """Swap in new parameters (same structure) without recompiling."""
+    self.state = state
+
+  def encode_prompts(self, prompts: Sequence[Union[str, Sequence[int]]]) -> list[list[int]]:
+    out = []
+    for p in prompts:
+      ids = list(self.tokenizer.encode(p)) if isinstance(p, str) else [int(t) for t in p]
+      if not ids:
+        raise ValueError("empty prompt: encode at least one token (e.g. a BOS token)")
+      out.append(ids)
+    return out
+
+  def __call__(self, prompts, key, params: SamplingParams = SamplingParams()) -> SampleOutput:
+    ids = self.encode_prompts(prompts)
+    B, G = len(ids), params.num_samples
+    M = next_bucket(params.max_new_tokens, 8)
+    longest = max(len(x) for x in ids)
+    if longest + params.max_new_tokens > self.max_cache_len:
+      raise PromptTooLongError(
+          f"prompt of {longest} tokens + max_new_tokens={params.max_new_tokens} exceeds the "
+          f"KV cache length {self.max_cache_len}; shorten the prompt or raise max_cache_len")
+    P = min(next_bucket(longest, self.min_bucket), self.max_cache_len - M)
+    P = max(P, longest)
+    Bp = next_bucket(B, 1)
+    tokens = np.full((Bp, P), self.tokenizer.pad_id, np.int32)
+    mask = np.zeros((Bp, P), bool)
+    for b, x in enumerate(ids):
+      tokens[b, P - len(x):] = x
+      mask[b, P - len(x):] = True
+    tokens[B:, -1], mask[B:, -1] = self.tokenizer.pad_id, True   # dummy rows: one token
+    stop_ids = params.stop_token_ids if params.stop_token_ids is not None else self.tokenizer.stop_ids
+    stop_arr = np.full((Bp * G, max(1, len(stop_ids))), -1, np.int32)
+    stop_arr[:, :len(stop_ids)] = list(stop_ids)
+    seqs = [self.tokenizer.encode(s, add_bos=False) for s in params.stop_strings]
+    seqs = [s for s in seqs if s]
+    W = max([len(s) for s in seqs], default=1)
+    stop_seqs = np.full((len(seqs), W), -1, np.int32)
+    for q, s in enumerate(seqs):
+      stop_seqs[q, W - len(s):] = s
+    logits, cache, plen = prefill(self.graphdef, self.state, jnp.asarray(tokens), jnp.asarray(mask),
+                                  cache_size=P + M, num_samples=G)
+    toks, lps, slps, reason, lengths, _ = decode(
+        self.graphdef, self.state, cache, logits, plen, key, jnp.int32(params.max_new_tokens),
+        jnp.float32(params.temperature), jnp.int32(params.top_k), jnp.float32(params.top_p),
+        jnp.asarray(stop_arr), jnp.asarray(stop_seqs), buffer=M)
+    N = B * G
+    toks, lps, slps = (np.asarray(a)[:N, :params.max_new_tokens] for a in (toks, lps, slps))
+    reason, lengths = np.array(reason[:N]), np.array(lengths[:N])
+    texts = []
+    for n in range(N):
+      L = lengths[n]
+      text = self.tokenizer.decode(toks[n, :L])
+      # Host re-check: a stop string produced through a non-canonical tokenisation.
+      cut, hit = _find_stop(text, params.stop_strings)
+      if hit and reason[n] != STOP_STRING:
+        L = _shortest_prefix_containing(self.tokenizer, toks[n, :L], text[:cut + len(hit)])
+        lengths[n], reason[n] = L, STOP_STRING
+      texts.append(_strip_stop(self.tokenizer.decode(toks[n, :lengths[n]]), params.stop_strings))
+    mask = np.arange(toks.shape[1])[None] < lengths[:, None]
+    return SampleOutput(np.where(mask, toks, self.tokenizer.pad_id), np.where(mask, lps, 0.0),
+                        np.where(mask, slps, 0.0), mask, lengths, reason, texts,
+                        np.repeat([len(x) for x in ids], G))
+
+
+def _find_stop(text: str, stops) -> tuple[int, Optional[str]]:
+  best, hit = len(text), None
+  for s in stops:
+    j = text.find(s)
+    if 0 <= j < best:
+      best, hit = j, s
+  return best, hit
+
+
+def _strip_stop(text: str, stops) -> str:
+  cut, hit = _find_stop(text, stops)
+  return text[:cut] if hit else text
+
+
+def _shortest_prefix_containing(tokenizer, toks, target: str) -> int:
+  for k in range(1, len(toks) + 1):
+    if tokenizer.decode(toks[:k]).startswith(target):
+      return k
+  return len(toks)

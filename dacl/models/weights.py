@@ -83,7 +83,7 @@ def config_to_hf(cfg: ModelConfig, model_type: str = "llama") -> dict:
 def model_from_arrays(cfg: ModelConfig, get: Callable[[str], np.ndarray]) -> Decoder:
   """Build a Decoder whose parameters come from `get(dacl_name)` (numpy, dacl layout)."""
   graphdef, abstract = nnx.split(abstract_model(cfg))
-  pure = abstract.to_pure_dict()
+  pure = nnx.to_pure_dict(abstract)
   pd = as_dtype(cfg.param_dtype)
   for name, ref in pure.items():
     arr = np.asarray(get(name))
@@ -165,7 +165,7 @@ def _load_bf16(path, cfg, weight_map):
 def hf_tensors(model: Decoder) -> dict[str, np.ndarray]:
   """HF-named float32 tensors ([out, in] layout) of a dacl Decoder."""
   cfg = model.cfg
-  pure = nnx.state(model).to_pure_dict()
+  pure = nnx.to_pure_dict(nnx.state(model))
   out = {"model.embed_tokens.weight": np.asarray(pure["embed"], np.float32),
          "model.norm.weight": np.asarray(pure["final_norm"], np.float32)}
   if not cfg.tie_embeddings:

@@ -1,0 +1,54 @@
+"""The embedded SmolLM2-135M-Instruct GGUF: sensible greedy answer, and parity with torch
+transformers through dacl's safetensors writer."""
+import numpy as np
+import pytest
+import jax
+import jax.numpy as jnp
+
+import dacl
+from dacl.models import weights
+
+
+def test_greedy_capital_of_france(smollm2):
+  model, cfg, tok = smollm2
+  assert (cfg.n_layers, cfg.d_model, cfg.n_heads, cfg.n_kv_heads) == (30, 576, 9, 3)
+  out = dacl.generate(model, tok, "What is the capital of France?", max_new_tokens=24)
+  assert "Paris" in out, out
+
+
+def test_load_api_embedded():
+  model, tok = dacl.load("smollm2-135m-instruct")
+  logits, _ = model(jnp.asarray([tok.encode("Hello")], jnp.int32))
+  assert logits.shape[-1] == 49152 and logits.dtype == jnp.float32
+  with pytest.raises(FileNotFoundError, match="cannot load"):
+    dacl.load("no-such-model")
+
+
+def test_unpermute_inverts_llama_cpp_permute():
+  rng = np.random.default_rng(0)
+  w = rng.normal(size=(3 * 8, 5))
+  # llama.cpp convert_hf_to_gguf permute (HF rotate-half -> interleaved pairs):
+  perm = w.reshape(3, 2, 4, 5).swapaxes(1, 2).reshape(w.shape)
+  np.testing.assert_array_equal(weights.unpermute_qk(perm, 3), w)
+
+
+def test_gguf_matches_transformers_through_safetensors(smollm2, tmp_path):
+  torch = pytest.importorskip("torch")
+  transformers = pytest.importorskip("transformers")
+  model, cfg, tok = smollm2
+  weights.save_hf_dir(model, str(tmp_path), model_type="llama")
+  hf = transformers.AutoModelForCausalLM.from_pretrained(str(tmp_path), dtype=torch.float32).eval()
+  prompt = tok.apply_chat_template([{"role": "user", "content": "Name a primary colour."}])
+  ids = tok.encode(prompt)
+  with torch.no_grad():
+    ref = hf(input_ids=torch.tensor([ids])).logits.numpy()
+  got = np.asarray(model(jnp.asarray([ids], jnp.int32))[0])
+  np.testing.assert_allclose(got, ref, atol=1e-4, rtol=1e-4)
+
+
+def test_gguf_tokenizer_matches_reference_pretokenizer(smollm2):
+  _, _, tok = smollm2
+  ids = tok.encode("Paris has 2,148,271 people.")
+  assert tok.decode(ids) == "Paris has 2,148,271 people."
+  digits = [tok.decode([i]) for i in tok.encode("2148")]
+  assert digits == ["2", "1", "4", "8"]   # individual digits, as SmolLM2's tokenizer.json

@@ -1,0 +1,25 @@
+"""Shared defaults. Experiment configs start from `get_base()` and change what they need."""
+import ml_collections
+
+
+def get_base() -> ml_collections.ConfigDict:
+  c = ml_collections.ConfigDict()
+  c.seed = 0
+  c.algorithm = "sft"
+  c.model = ml_collections.ConfigDict(dict(
+      preset="tiny",          # dacl/models/config.py PRESETS
+      weights="",             # HF dir, .gguf path or "smollm2-135m-instruct"; overrides preset
+      dtype="float32", param_dtype="float32",
+      max_seq_len=256))       # KV cache / sequence limit
+  c.task = ml_collections.ConfigDict(dict(
+      name="chain_sum", prompt_format="expression", path="", chat=False,
+      train_size=20000, kwargs=ml_collections.ConfigDict()))
+  c.train = ml_collections.ConfigDict(dict(
+      steps=1000, batch_size=64, grad_accum=1, seq_len=32,
+      log_every=10, eval_every=250, save_every=200, keep=3))
+  c.optim = ml_collections.ConfigDict(dict(
+      lr=3e-3, warmup_steps=50, weight_decay=0.01, b1=0.9, b2=0.95, clip_norm=1.0,
+      end_lr_ratio=0.1))
+  c.eval = ml_collections.ConfigDict(dict(num_examples=256, batch_size=128, max_new_tokens=8))
+  c.mesh = ml_collections.ConfigDict(dict(shape=()))   # () = all devices on the 'data' axis
+  return c

@@ -1,0 +1,124 @@
+"""`dacl train | eval | report` command line.
+
+  dacl train  --config=configs/X.py --workdir=DIR [--config.a.b=v ...]
+  dacl eval   --config=configs/X.py --workdir=DIR [--step=N] [--config.a.b=v ...]
+  dacl report DIR
+"""
+from __future__ import annotations
+
+import logging
+import os
+import sys
+
+USAGE = __doc__
+
+
+def _die(msg: str, code: int = 2):
+  print(f"dacl: error: {msg}", file=sys.stderr)
+  sys.exit(code)
+
+
+def parse_config(argv: list[str]):
+  """(config, flags) from absl-style argv through ml_collections config flags; clear errors."""
+  from absl import flags
+  from ml_collections import config_dict, config_flags
+  fv = flags.FlagValues()
+  config_flags.DEFINE_config_file("config", None, "experiment config file", flag_values=fv,
+                                  lock_config=True)
+  flags.DEFINE_string("workdir", None, "run directory", flag_values=fv)
+  flags.DEFINE_integer("step", None, "checkpoint step for eval (default: latest)", flag_values=fv)
+  cfg_arg = next((a.split("=", 1)[1] for a in argv if a.startswith("--config=")), None)
+  if cfg_arg is None:
+    _die("--config=PATH is required")
+  path = cfg_arg.split(":", 1)[0]
+  if not os.path.exists(path):
+    _die(f"config file not found: {path}")
+  # Config files import `configs.base`: put the repo root (the config dir's parent) on the path.
+  sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(path))))
+  try:
+    fv(["dacl"] + argv)
+  except flags.Error as e:
+    _die(str(e).replace("\n", " "))
+  except (AttributeError, KeyError) as e:
+    msg = str(e).strip("'\"").replace("\\n", " ").replace("\\'", "'")
+    _die(f"unknown config key in overrides: {msg}")
+  except (TypeError, ValueError) as e:
+    _die(f"bad config override: {e}")
+  cfg = fv.config
+  if not isinstance(cfg, config_dict.ConfigDict):
+    _die(f"could not load config {path}: {getattr(cfg, '_error', cfg)}")
+  if not fv.workdir:
+    _die("--workdir=DIR is required")
+  return cfg, fv
+
+
+def _setup_logging():
+  logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+  logging.getLogger("absl").setLevel(logging.WARNING)
+  for noisy in ("jax", "orbax", "httpx"):
+    logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def cmd_train(argv):
+  cfg, fv = parse_config(argv)
+  from dacl.parallel import maybe_initialize_distributed
+  maybe_initialize_distributed()
+  from dacl.train.checkpoint import CheckpointError
+  from dacl.report import print_tables, write_plots
+  algo = cfg.algorithm
+  try:
+    if algo == "sft":
+      from dacl.train.sft_run import run_sft
+      results = run_sft(cfg, fv.workdir)
+    else:
+      _die(f"unknown algorithm {algo!r}")
+  except CheckpointError as e:
+    _die(str(e))
+  print_tables(results)
+  for p in write_plots(fv.workdir):
+    print(f"plot: {p}")
+  print(f"results: {os.path.join(fv.workdir, 'results.json')}")
+
+
+def cmd_eval(argv):
+  cfg, fv = parse_config(argv)
+  from dacl.train.checkpoint import CheckpointError
+  from dacl.train.evaluate_run import run_eval
+  from dacl.report import print_tables
+  try:
+    results = run_eval(cfg, fv.workdir, step=fv.step)
+  except CheckpointError as e:
+    _die(str(e))
+  print_tables(results)
+
+
+def cmd_report(argv):
+  if len(argv) != 1 or argv[0].startswith("-"):
+    _die("usage: dacl report DIR")
+  from dacl.report import report
+  try:
+    report(argv[0])
+  except FileNotFoundError as e:
+    _die(str(e))
+
+
+def main(argv=None):
+  argv = list(sys.argv[1:] if argv is None else argv)
+  if not argv or argv[0] in ("-h", "--help", "help"):
+    print(USAGE)
+    return 0
+  cmd, rest = argv[0], argv[1:]
+  _setup_logging()
+  if cmd == "train":
+    cmd_train(rest)
+  elif cmd == "eval":
+    cmd_eval(rest)
+  elif cmd == "report":
+    cmd_report(rest)
+  else:
+    _die(f"unknown command {cmd!r}\n{USAGE}")
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())

@@ -1,0 +1,87 @@
+"""Run outputs: WORKDIR/metrics.jsonl, TensorBoard events, results.json, a progress bar."""
+from __future__ import annotations
+
+import json
+import math
+import os
+import sys
+from typing import Optional
+
+
+def _clean(v):
+  if hasattr(v, "item"):
+    v = v.item()
+  if isinstance(v, float) and not math.isfinite(v):
+    return None
+  return v
+
+
+class MetricsWriter:
+  """Appends one JSON object per logged step to metrics.jsonl and mirrors scalars to TensorBoard.
+
+  On resume, `truncate_after(step)` drops lines logged after the restored checkpoint, so a
+  resumed run's file equals an uninterrupted run's.
+  """
+
+  def __init__(self, workdir: str, tensorboard: bool = True):
+    os.makedirs(workdir, exist_ok=True)
+    self.path = os.path.join(workdir, "metrics.jsonl")
+    self.tb = None
+    if tensorboard:
+      try:
+        from tensorboardX import SummaryWriter
+        self.tb = SummaryWriter(os.path.join(workdir, "tb"))
+      except ImportError:
+        self.tb = None
+
+  def truncate_after(self, step: int) -> None:
+    if not os.path.exists(self.path):
+      return
+    keep = [l for l in read_jsonl(self.path) if l.get("step", 0) <= step]
+    tmp = self.path + ".tmp"
+    with open(tmp, "w") as f:
+      for l in keep:
+        f.write(json.dumps(l) + "\n")
+    os.replace(tmp, self.path)
+
+  def write(self, step: int, metrics: dict) -> None:
+    row = {"step": int(step), **{k: _clean(v) for k, v in metrics.items()}}
+    with open(self.path, "a") as f:
+      f.write(json.dumps(row) + "\n")
+    if self.tb is not None:
+      for k, v in row.items():
+        if isinstance(v, (int, float)) and not isinstance(v, bool) and k != "step":
+          self.tb.add_scalar(k, v, step)
+
+  def close(self):
+    if self.tb is not None:
+      self.tb.flush()
+      self.tb.close()
+
+
+def read_jsonl(path: str) -> list[dict]:
+  rows = []
+  with open(path) as f:
+    for line in f:
+      line = line.strip()
+      if line:
+        try:
+          rows.append(json.loads(line))
+        except json.JSONDecodeError:
+          continue   # a line cut by a kill mid-write
+  return rows
+
+
+def write_json_atomic(path: str, obj) -> None:
+  tmp = path + ".tmp"
+  with open(tmp, "w") as f:
+    json.dump(obj, f, indent=2)
+  os.replace(tmp, path)
+
+
+def progress(total: int, initial: int = 0, desc: str = "train", disable: Optional[bool] = None):
+  """A tqdm bar (step, steps/s, ETA, postfix metrics); line-mode when stdout is no terminal."""
+  from tqdm.auto import tqdm
+  tty = sys.stderr.isatty()
+  return tqdm(total=total, initial=initial, desc=desc, unit="step", dynamic_ncols=True,
+              mininterval=0.5 if tty else 10.0, disable=disable, file=sys.stderr)

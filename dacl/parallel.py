@@ -1,0 +1,82 @@
+"""Meshes and shardings. Axes ('data', 'fsdp', 'tensor'); default: every device on 'data'.
+
+Parameters carry logical axis names (`logical_axes` metadata, see models/decoder.py); RULES map
+them onto mesh axes, so multi-device and multi-host runs only change rules, never model code.
+"""
+from __future__ import annotations
+
+import os
+from typing import Optional, Sequence
+
+import jax
+import numpy as np
+from flax import nnx
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+AXES = ("data", "fsdp", "tensor")
+
+# logical axis -> mesh axis (None: replicated). FSDP shards the embed dimension, tensor
+# parallelism the heads and MLP dimensions.
+RULES = {"vocab": "tensor", "embed": "fsdp", "q_heads": "tensor", "kv_heads": "tensor",
+         "mlp": "tensor", "layers": None, None: None}
+
+
+def maybe_initialize_distributed() -> None:
+  """Call jax.distributed.initialize() when launched as one of several processes."""
+  if int(os.environ.get("DACL_NUM_PROCESSES", os.environ.get("JAX_NUM_PROCESSES", "1"))) > 1 \
+      or os.environ.get("DACL_COORDINATOR"):
+    kw = {}
+    if os.environ.get("DACL_COORDINATOR"):
+      kw = dict(coordinator_address=os.environ["DACL_COORDINATOR"],
+                num_processes=int(os.environ["DACL_NUM_PROCESSES"]),
+                process_id=int(os.environ["DACL_PROCESS_ID"]))
+    jax.distributed.initialize(**kw)
+
+
+def make_mesh(shape: Optional[Sequence[int]] = None) -> Mesh:
+  """A ('data', 'fsdp', 'tensor') mesh; default (all devices, 1, 1)."""
+  n = jax.device_count()
+  shape = tuple(shape) if shape else (n, 1, 1)
+  if int(np.prod(shape)) != n:
+    raise ValueError(f"mesh shape {shape} does not use the {n} available devices")
+  devices = np.asarray(jax.devices()).reshape(shape)
+  return Mesh(devices, AXES)
+
+
+def _spec(axes, shape, mesh: Mesh, rules=RULES) -> P:
+  out = []
+  for name, dim in zip(axes, shape):
+    ax = rules.get(name)
+    # Only shard dimensions the mesh axis divides; otherwise replicate that dimension.
+    out.append(ax if ax and dim % mesh.shape[ax] == 0 and mesh.shape[ax] > 1 else None)
+  return P(*out)
+
+
+def param_shardings(state: nnx.State, mesh: Mesh, rules=RULES):
+  """NamedSharding for every parameter of an nnx.State, from its logical axis names."""
+  def f(v):
+    axes = v.get_metadata().get("logical_axes") if isinstance(v, nnx.Variable) else None
+    shape = v.shape if hasattr(v, "shape") else v[...].shape
+    if axes is None:
+      return NamedSharding(mesh, P())
+    return NamedSharding(mesh, _spec(axes, shape, mesh, rules))
+  return jax.tree.map(f, state, is_leaf=lambda x: isinstance(x, nnx.Variable))
+
+
+def batch_sharding(mesh: Mesh, ndim: int, batch_axis: int = 0) -> NamedSharding:
+  spec = [None] * ndim
+  spec[batch_axis] = ("data", "fsdp")
+  return NamedSharding(mesh, P(*spec))
+
+
+def shard_batch(batch: dict, mesh: Mesh, batch_axis: int = 0) -> dict:
+  """Place a host batch of numpy arrays on the mesh, split along batch_axis."""
+  n = mesh.shape["data"] * mesh.shape["fsdp"]
+  out = {}
+  for k, v in batch.items():
+    v = np.asarray(v)
+    if v.shape[batch_axis] % n:
+      raise ValueError(f"batch field {k}: size {v.shape[batch_axis]} is not divisible by the "
+                       f"{n} data-parallel devices")
+    out[k] = jax.device_put(v, batch_sharding(mesh, v.ndim, batch_axis))
+  return out

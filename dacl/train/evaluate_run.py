@@ -1,0 +1,38 @@
+"""`dacl eval`: a checkpoint of a run directory on its config's task (strict restore)."""
+from __future__ import annotations
+
+import os
+
+from flax import nnx
+
+from dacl.build import build_model_and_tokenizer, build_task
+from dacl.evaluation import evaluate
+from dacl.metrics import write_json_atomic
+from dacl.sampling import Sampler
+from dacl.train.checkpoint import CheckpointError, Checkpointer
+from dacl.train.sft import init_train_state, make_optimizer
+
+
+def run_eval(config, workdir: str, step=None) -> dict:
+  ckdir = os.path.join(workdir, "checkpoints")
+  if not os.path.isdir(ckdir):
+    raise CheckpointError(f"no checkpoints to evaluate: {ckdir} does not exist")
+  model, tok = build_model_and_tokenizer(config.model, config.seed)
+  oc = config.optim
+  tx = make_optimizer(oc.lr, config.train.steps, oc.warmup_steps, oc.weight_decay, oc.b1, oc.b2,
+                      oc.clip_norm, oc.end_lr_ratio)
+  graphdef, state = init_train_state(model, tx, config.seed)
+  ck = Checkpointer(ckdir)
+  state, record, step = ck.restore(state, step)
+  task = build_task(config.task)
+  examples = task.examples("eval", config.eval.num_examples, seed=config.seed)
+  sampler = Sampler(nnx.merge(graphdef, state.params), tok, max_cache_len=config.model.max_seq_len)
+  ev = evaluate(sampler, task, examples, batch_size=config.eval.batch_size,
+                max_new_tokens=config.eval.max_new_tokens, chat=config.task.chat, seed=config.seed)
+  out = {"task": task.name, "accuracy": ev["accuracy"], "steps": int(step),
+         "algorithm": record.get("algorithm", "?"), "model": config.model.weights or config.model.preset,
+         "eval_examples": ev["n"],
+         "examples": [{"prompt": p, "completion": c, "gold": g, "score": s}
+                      for p, c, g, s in ev["samples"][:8]]}
+  write_json_atomic(os.path.join(workdir, f"eval_step{step}.json"), out)
+  return out

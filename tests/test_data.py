@@ -1,0 +1,95 @@
+"""Answer extraction, task registry, reasoning-gym cross-check, GSM8K JSONL errors."""
+import json
+
+import pytest
+
+from dacl.data.answers import extract_answer, numeric_reward
+from dacl.data import tasks
+
+
+@pytest.mark.parametrize("text,value", [
+    ("so the total is 12.\n#### 42", 42.0),
+    ("#### 1,234", 1234.0),
+    ("we get \\boxed{-17}", -17.0),
+    ("\\boxed{\\frac{1}{2}} hmm \\boxed{3.5}", 3.5),
+    ("The answer is 42 apples.", 42.0),
+    ("The answer is: $1,250.50", 1250.5),
+    ("It costs 18 dollars, then 7 more: 25 dollars", 25.0),
+    ("temperature -4 rose to +7 degrees", 7.0),
+    ("answer = −3", -3.0),
+    ("3/4 of them", 0.75),
+    ("0.5", 0.5),
+    ("42%", 42.0),
+    ("no digits here", None),
+])
+def test_extract_answer(text, value):
+  assert extract_answer(text) == value
+
+
+def test_hash_takes_precedence_over_later_numbers():
+  assert extract_answer("#### 5\n(and 6 other things)") == 5.0
+  assert numeric_reward("I think 41... The answer is 42", "42") == 1.0
+  assert numeric_reward("41", "42") == 0.0
+  with pytest.raises(ValueError):
+    numeric_reward("1", "none")
+
+
+@pytest.mark.parametrize("name", ["basic_arithmetic", "chain_sum", "gsm_symbolic", "products",
+                                  "leg_counting"])
+def test_reasoning_gym_tasks_verifier_agrees_with_rg_scorer(name):
+  import reasoning_gym
+  t = tasks.make_task(name)
+  exs = t.examples("train", 8, seed=3)
+  assert len(exs) == 8 and all(e.prompt and e.answer for e in exs)
+  for e in exs:
+    assert t.score(e.answer, e) == 1.0
+    assert t.score(f"Let me think. #### {e.answer}", e) == 1.0
+    wrong = str(float(e.answer) + 1)
+    assert t.score(wrong, e) == 0.0
+    entry = e.meta["rg_entry"]
+    ds = reasoning_gym.create_dataset(name, size=1, seed=0)
+    assert ds.score_answer(e.answer, entry) == 1.0   # rg agrees the gold is gold
+
+
+def test_splits_and_seeds_differ_and_are_deterministic():
+  t = tasks.make_task("chain_sum", prompt_format="expression", min_terms=2, max_terms=2)
+  a = [e.prompt for e in t.examples("train", 20, seed=0)]
+  assert a == [e.prompt for e in t.examples("train", 20, seed=0)]
+  assert a != [e.prompt for e in t.examples("eval", 20, seed=0)]
+  assert all(p.endswith("=") and " " not in p for p in a)
+
+
+def test_gsm_symbolic_has_worked_solutions():
+  e = tasks.make_task("gsm_symbolic").examples("train", 2)[0]
+  assert e.solution.strip().endswith(f"#### {e.answer}") and len(e.solution) > len(e.answer) + 10
+
+
+def test_unknown_task():
+  with pytest.raises(KeyError, match="unknown task"):
+    tasks.make_task("nope")
+
+
+def test_gsm8k_fixture():
+  t = tasks.make_task("gsm8k_jsonl")
+  ex = t.examples("train", 50, seed=1)
+  assert len(ex) == 50
+  for e in ex:
+    assert t.score(e.solution, e) == 1.0
+  ev = {e.prompt for e in t.examples("eval", 6)}
+  tr = {e.prompt for e in t.examples("train", 18)}
+  assert not ev & tr
+
+
+@pytest.mark.parametrize("line,msg", [
+    ("{not json", "row 2: invalid JSON"),
+    (json.dumps({"question": "q"}), "row 2: need string fields"),
+    (json.dumps({"question": "q", "answer": "42"}), "row 2: answer has no '####"),
+    (json.dumps({"question": "q", "answer": "#### many"}), "row 2: final answer is not a number"),
+])
+def test_gsm8k_malformed_rows(tmp_path, line, msg):
+  p = tmp_path / "d.jsonl"
+  p.write_text(json.dumps({"question": "ok?", "answer": "1+1\n#### 2"}) + "\n" + line + "\n")
+  with pytest.raises(tasks.MalformedRowError, match=msg):
+    tasks.make_task("gsm8k_jsonl", path=str(p))
+  with pytest.raises(FileNotFoundError):
+    tasks.make_task("gsm8k_jsonl", path=str(tmp_path / "missing.jsonl"))

@@ -93,3 +93,23 @@ def test_gsm8k_malformed_rows(tmp_path, line, msg):
     tasks.make_task("gsm8k_jsonl", path=str(p))
   with pytest.raises(FileNotFoundError):
     tasks.make_task("gsm8k_jsonl", path=str(tmp_path / "missing.jsonl"))
+
+
+def test_hf_dataset_task_reads_local_json(tmp_path):
+  pytest.importorskip("datasets")
+  p = tmp_path / "d.json"
+  rows = [{"q": f"What is {i}+1?", "a": f"{i}+1={i + 1}\n#### {i + 1}"} for i in range(8)]
+  p.write_text("\n".join(json.dumps(r) for r in rows))
+  t = tasks.make_task("hf_dataset", path=str(p), question_field="q", answer_field="a")
+  ex = t.examples("train", 6)
+  assert all(t.score(e.solution, e) == 1.0 for e in ex)
+
+
+def test_tfds_task_clear_error_without_tensorflow():
+  try:
+    import tensorflow  # noqa: F401
+    pytest.skip("TensorFlow is installed here")
+  except ImportError:
+    pass
+  with pytest.raises(ImportError, match="tfds"):
+    tasks.make_task("tfds")

@@ -168,3 +168,63 @@ class GSM8KJsonlTask(Task):
 
 
 register_task("gsm8k_jsonl")(lambda **kw: GSM8KJsonlTask(**kw))
+
+
+class HFDatasetTask(GSM8KJsonlTask):
+  """GSM8K-format rows read through Hugging Face `datasets` from local files (json/jsonl/parquet).
+  Offline only: dacl never downloads at run time."""
+
+  def __init__(self, path: str, prompt_format: str = "question", eval_fraction: float = 0.25,
+               name: str = "hf_dataset", question_field: str = "question",
+               answer_field: str = "answer"):
+    try:
+      import datasets
+    except ImportError as e:
+      raise ImportError("task 'hf_dataset' needs `pip install dacl[datasets]`") from e
+    if not os.path.exists(path):
+      raise FileNotFoundError(f"dataset file not found: {path} (dacl reads local files only)")
+    kind = "parquet" if path.endswith(".parquet") else "json"
+    ds = datasets.load_dataset(kind, data_files=path, split="train")
+    import tempfile
+    with tempfile.NamedTemporaryFile("w", suffix=".jsonl", delete=False) as f:
+      for r in ds:
+        f.write(json.dumps({"question": r.get(question_field), "answer": r.get(answer_field)}) + "\n")
+    try:
+      super().__init__(f.name, prompt_format, eval_fraction, name)
+    finally:
+      os.unlink(f.name)
+
+
+class TFDSTask(Task):
+  """A TensorFlow Datasets source (optional extra `dacl[tfds]`). tensorflow-datasets installs
+  without TensorFlow but cannot build a dataset then; this fails early and says so."""
+
+  def __init__(self, tfds_name: str = "gsm8k", prompt_format: str = "question", data_dir: str = ""):
+    try:
+      import tensorflow_datasets  # noqa: F401
+    except ImportError as e:
+      raise ImportError("task 'tfds' needs `pip install dacl[tfds]` (tensorflow-datasets)") from e
+    try:
+      import tensorflow  # noqa: F401
+    except ImportError as e:
+      raise ImportError("task 'tfds' needs TensorFlow, which is not installed: tensorflow-datasets "
+                        "cannot build or read datasets without it. Install tensorflow, or use the "
+                        "'gsm8k_jsonl' / 'hf_dataset' tasks on local files.") from e
+    self.tfds_name, self.prompt_format, self.data_dir = tfds_name, prompt_format, data_dir or None
+    self.name = f"tfds_{tfds_name}"
+
+  def examples(self, split, n, seed=0):
+    import tensorflow_datasets as tfds
+    tsplit = {"train": "train", "eval": "test", "test": "test"}[split]
+    ds = tfds.load(self.tfds_name, split=tsplit, data_dir=self.data_dir, download=False,
+                   shuffle_files=False)
+    out = []
+    for r in tfds.as_numpy(ds.take(n)):
+      q, a = r["question"].decode(), r["answer"].decode()
+      out.append(Example(prompt=q, answer=a.split("####")[-1].strip().replace(",", ""),
+                         solution=a, task=self.name))
+    return out
+
+
+register_task("hf_dataset")(lambda **kw: HFDatasetTask(**kw))
+register_task("tfds")(lambda **kw: TFDSTask(**kw))

@@ -1,0 +1,85 @@
+"""SFT train-step throughput (tokens/s) and achieved GFLOP/s vs the measured f32 matmul peak.
+
+SmolLM2-135M shape, batch 8 x 256 tokens, AdamW, f32.
+  python benchmarks/train_step.py [--batch 8] [--seq 256] [--steps 5] [--torch]
+"""
+import argparse
+import time
+
+from common import emit, machine, matmul_peak_gflops, peak_rss_mb
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from dacl.models.config import get_preset
+from dacl.models.decoder import create_model
+from dacl.train.sft import init_train_state, make_optimizer, make_train_step
+
+
+def train_flops_per_token(cfg, seq: int) -> float:
+  """6 * matmul params (LM head included, embedding lookup not) + attention scores and mixing."""
+  q, kv = cfg.n_heads * cfg.head_dim, cfg.n_kv_heads * cfg.head_dim
+  per_layer = cfg.d_model * (2 * q + 2 * kv) + 3 * cfg.d_model * cfg.ffn_dim
+  n = cfg.n_layers * per_layer + cfg.d_model * cfg.vocab_size
+  attn = 2 * 2 * cfg.n_layers * seq * q      # QK^T and AV, forward, full (unmasked) square
+  return 6 * n + 3 * attn
+
+
+def main():
+  ap = argparse.ArgumentParser()
+  ap.add_argument("--batch", type=int, default=8)
+  ap.add_argument("--seq", type=int, default=256)
+  ap.add_argument("--steps", type=int, default=5)
+  ap.add_argument("--torch", action="store_true", help="also time a transformers train step")
+  a = ap.parse_args()
+  cfg = get_preset("smollm2_135m", max_seq_len=a.seq)
+  tx = make_optimizer(1e-4, 100, 0)
+  graphdef, state = init_train_state(create_model(cfg, seed=0), tx, 0)
+  step = make_train_step(graphdef, tx)
+  rng = np.random.default_rng(0)
+  toks = rng.integers(0, cfg.vocab_size, size=(1, a.batch, a.seq + 1)).astype(np.int32)
+  batch = {"tokens": jnp.asarray(toks[..., :-1]), "targets": jnp.asarray(toks[..., 1:]),
+           "loss_mask": jnp.ones((1, a.batch, a.seq), bool), "mask": jnp.ones((1, a.batch, a.seq), bool)}
+  t = time.perf_counter()
+  state, m = step(state, batch)
+  jax.block_until_ready(m)
+  compile_s = time.perf_counter() - t
+  times = []
+  for _ in range(a.steps):
+    t = time.perf_counter()
+    state, m = step(state, batch)
+    jax.block_until_ready(m)
+    times.append(time.perf_counter() - t)
+  dt = float(np.median(times))
+  tokens = a.batch * a.seq
+  gflops = train_flops_per_token(cfg, a.seq) * tokens / dt / 1e9
+  peak = matmul_peak_gflops()
+  emit(bench="train_step", impl="dacl", batch=a.batch, seq=a.seq, tokens_per_s=round(tokens / dt, 1),
+       step_s=round(dt, 3), gflops=round(gflops, 1), peak_gflops=round(peak, 1),
+       fraction_of_peak=round(gflops / peak, 3), compile_s=round(compile_s, 1),
+       peak_rss_mb=round(peak_rss_mb()), machine=machine())
+  if a.torch:
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+    from dacl.models.weights import config_to_hf
+    hf = LlamaForCausalLM(LlamaConfig(**config_to_hf(cfg, "llama")))
+    opt = torch.optim.AdamW(hf.parameters(), lr=1e-4)
+    ids = torch.from_numpy(toks[0].astype(np.int64))
+    ts = []
+    for i in range(3):
+      t = time.perf_counter()
+      loss = hf(input_ids=ids[:, :-1], labels=ids[:, :-1]).loss
+      loss.backward()
+      opt.step()
+      opt.zero_grad()
+      ts.append(time.perf_counter() - t)
+    dt_hf = float(np.median(ts[1:]))
+    emit(bench="train_step", impl="hf_torch", batch=a.batch, seq=a.seq,
+         tokens_per_s=round(tokens / dt_hf, 1), step_s=round(dt_hf, 3),
+         gflops=round(train_flops_per_token(cfg, a.seq) * tokens / dt_hf / 1e9, 1),
+         peak_gflops=round(peak, 1))
+
+
+if __name__ == "__main__":
+  main()

@@ -1,0 +1,7 @@
+#!/usr/bin/env bash
+# The README's test command: install, then run the whole suite on CPU (2 workers).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+. launch/install.sh
+export JAX_PLATFORMS=cpu HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TRANSFORMERS_OFFLINE=1
+python -m pytest -q -n 2 tests "$@"

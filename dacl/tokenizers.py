@@ -54,8 +54,11 @@ class ByteTokenizer:
     out, buf = [], bytearray()
     for t in ids:
       t = int(t)
-      if t >= _BYTE_OFFSET:
+      if _BYTE_OFFSET <= t < self.vocab_size:
         buf.append(t - _BYTE_OFFSET)
+        continue
+      if t >= self.vocab_size:   # id outside this vocabulary (e.g. a larger model's head)
+        buf.extend("\ufffd".encode())
         continue
       if buf:
         out.append(buf.decode("utf-8", errors="replace"))

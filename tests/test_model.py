@@ -17,7 +17,7 @@ def test_bf16_params_and_compute_close_to_f32():
   cfg = get_preset("tiny", n_layers=2)
   m32 = create_model(cfg, seed=0)
   m16 = create_model(cfg.replace(param_dtype="bfloat16", dtype="bfloat16"), seed=0)
-  assert m16.wq[...].dtype == jnp.bfloat16
+  assert m16.layers[0].wq[...].dtype == jnp.bfloat16
   toks = jnp.asarray([[5, 6, 7, 8, 9]], jnp.int32)
   a, b = m32(toks)[0], m16(toks)[0]
   assert b.dtype == jnp.float32   # logits are always float32
@@ -84,7 +84,7 @@ b = parallel.shard_batch({"tokens": t[..., :-1], "targets": t[..., 1:],
 for _ in range(2):
   st, m = step(st, b)
 print(json.dumps({"loss": float(m["loss"]), "devices": jax.device_count(),
-                  "wq_spec": str(st.params["wq"][...].sharding.spec)}))
+                  "wq_spec": str(st.params["layers"][0]["wq"][...].sharding.spec)}))
 """
 
 

@@ -142,3 +142,21 @@ def test_buckets_prevent_recompiles(tiny):
   assert (sampling.prefill._cache_size(), sampling.decode._cache_size()) == before
   s(["a" * 20], jax.random.key(0), p)   # next bucket compiles once more
   assert sampling.prefill._cache_size() == before[0] + 1
+
+
+def test_candidate_path_and_full_sort_path_agree():
+  """top-k/top-p on the 256 largest logits equals the full-sort filter (and the fallback runs
+  when 256 candidates do not cover the nucleus)."""
+  V = 4096
+  for scale, top_p in ((4.0, 0.9), (0.01, 0.95)):    # peaked: candidates suffice; flat: fallback
+    logits = scale * jax.random.normal(jax.random.key(3), (8, V))
+    n_keep = int(np.isfinite(np.asarray(filter_logits(logits, jnp.int32(0), jnp.float32(top_p)))).sum(-1).max())
+    assert (n_keep < sampling.CANDIDATES) == (scale > 1)
+    keys = jax.random.split(jax.random.key(0), 4000)
+    toks = jax.vmap(lambda k: sample_logits(logits, k, jnp.float32(1.0), jnp.int32(0), jnp.float32(top_p))[0])(keys)
+    allowed = np.isfinite(np.asarray(filter_logits(logits, jnp.int32(0), jnp.float32(top_p))))
+    assert allowed[np.arange(8)[None], np.asarray(toks)].all()
+    if scale > 1:   # frequencies follow the renormalised nucleus
+      p = np.asarray(jax.nn.softmax(filter_logits(logits, jnp.int32(0), jnp.float32(top_p)), -1))
+      emp = np.bincount(np.asarray(toks)[:, 0], minlength=V) / 4000
+      assert np.abs(emp - p[0]).max() < 0.03

@@ -1,8 +1,7 @@
 """Llama-family decoder in Flax NNX (Llama, Qwen2 with qkv bias, Qwen3 with q/k norm).
 
-Layer weights are stacked on a leading `layers` axis and the blocks run under one `lax.scan`,
-so a 30-layer model compiles as fast as a 1-layer one. Every parameter carries logical axis
-names (metadata `logical_axes`) that `dacl.parallel` maps onto a mesh.
+Every parameter carries logical axis names (metadata `logical_axes`) that `dacl.parallel` maps
+onto a mesh.
 
 The forward is a pure function of (state, tokens, positions, mask, cache); see `forward`.
 Shapes: B batch, T new tokens, S cache slots, L layers, H query heads, K kv heads, D head dim.
@@ -22,7 +21,9 @@ from dacl.models.config import ModelConfig, as_dtype
 class KVCache(NamedTuple):
   """Static-size key/value cache.
 
-  k, v: [L, B, S, K, D] in the compute dtype.
+  k, v: tuples of L arrays [B, S, K, D] in the compute dtype (one per layer, so each layer's
+  update is an in-place dynamic_update_slice in the decode loop; a stacked [L, ...] array was
+  rewritten whole every step).
   mask: [B, S] bool, True where a slot holds a real (non-padding) token.
   index: [] int32, the next slot to write (shared by all rows: prompts are left-padded).
   """
@@ -33,10 +34,10 @@ class KVCache(NamedTuple):
 
 
 def init_cache(cfg: ModelConfig, batch: int, size: int) -> KVCache:
-  shape = (cfg.n_layers, batch, size, cfg.n_kv_heads, cfg.head_dim)
+  shape = (batch, size, cfg.n_kv_heads, cfg.head_dim)
   dt = as_dtype(cfg.dtype)
-  return KVCache(jnp.zeros(shape, dt), jnp.zeros(shape, dt), jnp.zeros((batch, size), bool),
-                 jnp.zeros((), jnp.int32))
+  zeros = lambda: tuple(jnp.zeros(shape, dt) for _ in range(cfg.n_layers))
+  return KVCache(zeros(), zeros(), jnp.zeros((batch, size), bool), jnp.zeros((), jnp.int32))
 
 
 def rms_norm(x, w, eps):
@@ -83,53 +84,91 @@ def _param(rngs, shape, axes, dtype, std=None, value=None):
   return nnx.Param(arr, logical_axes=axes)
 
 
-class Decoder(nnx.Module):
-  """Token embedding, L stacked pre-norm blocks (GQA attention + SwiGLU), final norm, LM head."""
+class Block(nnx.Module):
+  """Pre-norm transformer block: GQA attention (RoPE, optional qkv bias / q-k norm) + SwiGLU.
+
+  Layers are separate modules (not stacked under lax.scan): XLA on CPU copies every dynamic
+  slice of a stacked weight, which made decode 1.85x slower at batch 32 (BUILD_NOTES.md).
+  """
 
   def __init__(self, cfg: ModelConfig, *, rngs: nnx.Rngs):
     self.cfg = cfg
     pd, s = as_dtype(cfg.param_dtype), cfg.init_std
-    L, Dm, F = cfg.n_layers, cfg.d_model, cfg.ffn_dim
+    Dm, F = cfg.d_model, cfg.ffn_dim
     q, kv = cfg.n_heads * cfg.head_dim, cfg.n_kv_heads * cfg.head_dim
-    self.embed = _param(rngs, (cfg.vocab_size, Dm), ("vocab", "embed"), pd, std=s)
-    self.wq = _param(rngs, (L, Dm, q), ("layers", "embed", "q_heads"), pd, std=s)
-    self.wk = _param(rngs, (L, Dm, kv), ("layers", "embed", "kv_heads"), pd, std=s)
-    self.wv = _param(rngs, (L, Dm, kv), ("layers", "embed", "kv_heads"), pd, std=s)
-    self.wo = _param(rngs, (L, q, Dm), ("layers", "q_heads", "embed"), pd, std=s / math.sqrt(2 * L))
+    out_std = s / math.sqrt(2 * cfg.n_layers)
+    self.wq = _param(rngs, (Dm, q), ("embed", "q_heads"), pd, std=s)
+    self.wk = _param(rngs, (Dm, kv), ("embed", "kv_heads"), pd, std=s)
+    self.wv = _param(rngs, (Dm, kv), ("embed", "kv_heads"), pd, std=s)
+    self.wo = _param(rngs, (q, Dm), ("q_heads", "embed"), pd, std=out_std)
     if cfg.qkv_bias:
-      self.bq = _param(rngs, (L, q), ("layers", "q_heads"), pd, value=0.0)
-      self.bk = _param(rngs, (L, kv), ("layers", "kv_heads"), pd, value=0.0)
-      self.bv = _param(rngs, (L, kv), ("layers", "kv_heads"), pd, value=0.0)
+      self.bq = _param(rngs, (q,), ("q_heads",), pd, value=0.0)
+      self.bk = _param(rngs, (kv,), ("kv_heads",), pd, value=0.0)
+      self.bv = _param(rngs, (kv,), ("kv_heads",), pd, value=0.0)
     if cfg.qk_norm:
-      self.q_norm = _param(rngs, (L, cfg.head_dim), ("layers", None), pd, value=1.0)
-      self.k_norm = _param(rngs, (L, cfg.head_dim), ("layers", None), pd, value=1.0)
-    self.attn_norm = _param(rngs, (L, Dm), ("layers", None), pd, value=1.0)
-    self.mlp_norm = _param(rngs, (L, Dm), ("layers", None), pd, value=1.0)
-    self.w_gate = _param(rngs, (L, Dm, F), ("layers", "embed", "mlp"), pd, std=s)
-    self.w_up = _param(rngs, (L, Dm, F), ("layers", "embed", "mlp"), pd, std=s)
-    self.w_down = _param(rngs, (L, F, Dm), ("layers", "mlp", "embed"), pd, std=s / math.sqrt(2 * L))
-    self.final_norm = _param(rngs, (Dm,), (None,), pd, value=1.0)
-    if not cfg.tie_embeddings:
-      self.lm_head = _param(rngs, (Dm, cfg.vocab_size), ("embed", "vocab"), pd, std=s)
+      self.q_norm = _param(rngs, (cfg.head_dim,), (None,), pd, value=1.0)
+      self.k_norm = _param(rngs, (cfg.head_dim,), (None,), pd, value=1.0)
+    self.attn_norm = _param(rngs, (Dm,), (None,), pd, value=1.0)
+    self.mlp_norm = _param(rngs, (Dm,), (None,), pd, value=1.0)
+    self.w_gate = _param(rngs, (Dm, F), ("embed", "mlp"), pd, std=s)
+    self.w_up = _param(rngs, (Dm, F), ("embed", "mlp"), pd, std=s)
+    self.w_down = _param(rngs, (F, Dm), ("mlp", "embed"), pd, std=out_std)
 
-  # Names of the per-layer stacked parameters, in the order the scan body reads them.
-  def _layer_params(self) -> dict:
-    names = ["wq", "wk", "wv", "wo", "attn_norm", "mlp_norm", "w_gate", "w_up", "w_down"]
-    if self.cfg.qkv_bias:
-      names += ["bq", "bk", "bv"]
-    if self.cfg.qk_norm:
-      names += ["q_norm", "k_norm"]
-    return {n: getattr(self, n)[...] for n in names}
+  def __call__(self, x, positions, inv_freq, attn_ok, kc=None, vc=None, index=None):
+    """x [B,T,d] -> (x, kc, vc). kc/vc [B,S,K,D] are this layer's cache (None: no cache)."""
+    cfg = self.cfg
+    dt = as_dtype(cfg.dtype)
+    B, T, _ = x.shape
+    h = rms_norm(x, self.attn_norm[...], cfg.norm_eps)
+    q = h @ self.wq[...].astype(dt)
+    k = h @ self.wk[...].astype(dt)
+    v = h @ self.wv[...].astype(dt)
+    if cfg.qkv_bias:
+      q = q + self.bq[...].astype(dt)
+      k = k + self.bk[...].astype(dt)
+      v = v + self.bv[...].astype(dt)
+    q = q.reshape(B, T, cfg.n_heads, cfg.head_dim)
+    k = k.reshape(B, T, cfg.n_kv_heads, cfg.head_dim)
+    v = v.reshape(B, T, cfg.n_kv_heads, cfg.head_dim)
+    if cfg.qk_norm:
+      q = rms_norm(q, self.q_norm[...], cfg.norm_eps)
+      k = rms_norm(k, self.k_norm[...], cfg.norm_eps)
+    q = apply_rope(q, positions, inv_freq)
+    k = apply_rope(k, positions, inv_freq)
+    if kc is not None:
+      kc = jax.lax.dynamic_update_slice(kc, k.astype(kc.dtype), (0, index, 0, 0))
+      vc = jax.lax.dynamic_update_slice(vc, v.astype(vc.dtype), (0, index, 0, 0))
+      k, v = kc, vc
+    out = _gqa_attention(q, k, v, attn_ok, cfg)
+    x = x + out.reshape(B, T, -1) @ self.wo[...].astype(dt)
+    h = rms_norm(x, self.mlp_norm[...], cfg.norm_eps)
+    g = jax.nn.silu(h @ self.w_gate[...].astype(dt)) * (h @ self.w_up[...].astype(dt))
+    return x + g @ self.w_down[...].astype(dt), kc, vc
+
+
+class Decoder(nnx.Module):
+  """Token embedding, L pre-norm blocks, final norm, LM head (tied to the embedding or not)."""
+
+  def __init__(self, cfg: ModelConfig, *, rngs: nnx.Rngs):
+    self.cfg = cfg
+    pd = as_dtype(cfg.param_dtype)
+    self.embed = _param(rngs, (cfg.vocab_size, cfg.d_model), ("vocab", "embed"), pd, std=cfg.init_std)
+    self.layers = nnx.List([Block(cfg, rngs=rngs) for _ in range(cfg.n_layers)])
+    self.final_norm = _param(rngs, (cfg.d_model,), (None,), pd, value=1.0)
+    if not cfg.tie_embeddings:
+      self.lm_head = _param(rngs, (cfg.d_model, cfg.vocab_size), ("embed", "vocab"), pd,
+                            std=cfg.init_std)
 
   def __call__(self, tokens: jax.Array, positions: Optional[jax.Array] = None,
                mask: Optional[jax.Array] = None, cache: Optional[KVCache] = None,
-               return_hidden: bool = False):
+               return_hidden: bool = False, last_only: bool = False):
     """tokens [B, T] int32 -> (logits [B, T, V] float32, cache or None).
 
     positions [B, T]: RoPE positions (default 0..T-1). mask [B, T]: True for real tokens
     (default all). Without a cache, attention is causal over the T tokens. With a cache, the T
     tokens are written at slots index..index+T-1 and attend to every earlier valid slot.
-    With return_hidden, the final-norm hidden states [B, T, d_model] are returned instead of logits.
+    With return_hidden, the final-norm hidden states [B, T, d_model] replace the logits.
+    With last_only, logits are computed for the last position only ([B, 1, V]; prefill).
     """
     cfg = self.cfg
     dt = as_dtype(cfg.dtype)
@@ -141,60 +180,31 @@ class Decoder(nnx.Module):
     mask = mask.astype(bool)
     x = jnp.take(self.embed[...], tokens, axis=0).astype(dt)
     inv_freq = rope_inv_freq(cfg)
-
     if cache is None:
-      q_slot = jnp.arange(T)
-      k_slot = jnp.arange(T)
-      key_valid = mask
+      q_slot, k_slot, key_valid = jnp.arange(T), jnp.arange(T), mask
     else:
       q_slot = cache.index + jnp.arange(T)
-      k_slot = jnp.arange(cache.k.shape[2])
+      k_slot = jnp.arange(cache.mask.shape[1])
       key_valid = jax.lax.dynamic_update_slice(cache.mask, mask, (0, cache.index))
-    # [B, 1, 1, T, S]: causal in slot order, keys must be valid.
-    attn_ok = (k_slot[None, :] <= q_slot[:, None])[None] & key_valid[:, None, :]
-    attn_ok = attn_ok[:, None, None]
-
-    def block(x, xs):
-      p, kc, vc = xs
-      h = rms_norm(x, p["attn_norm"], cfg.norm_eps)
-      q = h @ p["wq"].astype(dt)
-      k = h @ p["wk"].astype(dt)
-      v = h @ p["wv"].astype(dt)
-      if cfg.qkv_bias:
-        q, k, v = q + p["bq"].astype(dt), k + p["bk"].astype(dt), v + p["bv"].astype(dt)
-      q = q.reshape(B, T, cfg.n_heads, cfg.head_dim)
-      k = k.reshape(B, T, cfg.n_kv_heads, cfg.head_dim)
-      v = v.reshape(B, T, cfg.n_kv_heads, cfg.head_dim)
-      if cfg.qk_norm:
-        q = rms_norm(q, p["q_norm"], cfg.norm_eps)
-        k = rms_norm(k, p["k_norm"], cfg.norm_eps)
-      q = apply_rope(q, positions, inv_freq)
-      k = apply_rope(k, positions, inv_freq)
-      if kc is not None:
-        kc = jax.lax.dynamic_update_slice(kc, k.astype(kc.dtype), (0, cache.index, 0, 0))
-        vc = jax.lax.dynamic_update_slice(vc, v.astype(vc.dtype), (0, cache.index, 0, 0))
-        k_all, v_all = kc, vc
+    # [B, 1, 1, T, S]: causal in slot order, and the key must be a real token.
+    attn_ok = ((k_slot[None, :] <= q_slot[:, None])[None] & key_valid[:, None, :])[:, None, None]
+    ks, vs = [], []
+    for i, layer in enumerate(self.layers):
+      if cache is None:
+        x, _, _ = layer(x, positions, inv_freq, attn_ok)
       else:
-        k_all, v_all = k, v
-      out = _gqa_attention(q, k_all, v_all, attn_ok, cfg)
-      x = x + out.reshape(B, T, -1) @ p["wo"].astype(dt)
-      h = rms_norm(x, p["mlp_norm"], cfg.norm_eps)
-      g = jax.nn.silu(h @ p["w_gate"].astype(dt)) * (h @ p["w_up"].astype(dt))
-      x = x + g @ p["w_down"].astype(dt)
-      return x, (kc, vc)
-
-    params = self._layer_params()
-    if cache is None:
-      x, _ = jax.lax.scan(lambda c, p: block(c, (p, None, None)), x, params)
-      new_cache = None
-    else:
-      x, (ks, vs) = jax.lax.scan(block, x, (params, cache.k, cache.v))
-      new_cache = KVCache(ks, vs, key_valid, cache.index + T)
+        x, kc, vc = layer(x, positions, inv_freq, attn_ok, cache.k[i], cache.v[i], cache.index)
+        ks.append(kc)
+        vs.append(vc)
+    new_cache = None if cache is None else KVCache(tuple(ks), tuple(vs), key_valid, cache.index + T)
+    if last_only:
+      x, T = x[:, -1:], 1
     x = rms_norm(x, self.final_norm[...], cfg.norm_eps)
     if return_hidden:
       return x, new_cache
-    w = self.embed[...].T if cfg.tie_embeddings else self.lm_head[...]
-    logits = jnp.einsum("btd,dv->btv", x, w.astype(dt), preferred_element_type=jnp.float32)
+    # A plain 2-D matmul: on XLA CPU the einsum with preferred_element_type took 13x longer.
+    w = self.embed[...].astype(dt).T if cfg.tie_embeddings else self.lm_head[...].astype(dt)
+    logits = (x.reshape(B * T, -1) @ w).astype(jnp.float32).reshape(B, T, -1)
     return logits, new_cache
 
 

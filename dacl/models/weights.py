@@ -1,7 +1,7 @@
 """Weight I/O: Hugging Face checkpoint directories (safetensors) and GGUF files.
 
 Never pickle: only safetensors and GGUF are read. HF stores linear weights as [out, in]; dacl
-stores [in, out] stacked over layers, so loading transposes and stacks.
+stores [in, out], so loading transposes.
 """
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ from dacl.models.decoder import Decoder, abstract_model
 
 SUPPORTED_HF = ("llama", "qwen2", "qwen3")
 
-# dacl stacked name -> (HF per-layer suffix, transpose?)
+# dacl per-layer name -> (HF per-layer suffix, transpose?)
 _LAYER_MAP = {
     "wq": ("self_attn.q_proj.weight", True), "wk": ("self_attn.k_proj.weight", True),
     "wv": ("self_attn.v_proj.weight", True), "wo": ("self_attn.o_proj.weight", True),
@@ -80,22 +80,35 @@ def config_to_hf(cfg: ModelConfig, model_type: str = "llama") -> dict:
   return out
 
 
-def model_from_arrays(cfg: ModelConfig, get: Callable[[str], np.ndarray]) -> Decoder:
-  """Build a Decoder whose parameters come from `get(dacl_name)` (numpy, dacl layout)."""
+def model_from_arrays(cfg: ModelConfig, get: Callable[[str, Optional[int]], np.ndarray]) -> Decoder:
+  """A Decoder whose parameters come from `get(name, layer)` (numpy, dacl [in, out] layout).
+
+  name is a dacl parameter name ("embed", "wq", ...); layer is its block index or None.
+  """
   graphdef, abstract = nnx.split(abstract_model(cfg))
   pure = nnx.to_pure_dict(abstract)
   pd = as_dtype(cfg.param_dtype)
-  for name, ref in pure.items():
-    arr = np.asarray(get(name))
+
+  def fill(name, ref, layer):
+    arr = np.asarray(get(name, layer))
     if arr.shape != tuple(ref.shape):
-      raise ValueError(f"parameter {name}: expected shape {tuple(ref.shape)}, got {arr.shape}")
-    pure[name] = jnp.asarray(arr, dtype=pd)
+      where = f"layer {layer} " if layer is not None else ""
+      raise ValueError(f"parameter {where}{name}: expected shape {tuple(ref.shape)}, got {arr.shape}")
+    return jnp.asarray(arr, dtype=pd)
+
+  for name, ref in list(pure.items()):
+    if name == "layers":
+      for i, block in ref.items():
+        for pname, pref in block.items():
+          block[pname] = fill(pname, pref, int(i))
+    else:
+      pure[name] = fill(name, ref, None)
   nnx.replace_by_pure_dict(abstract, pure)
   return nnx.merge(graphdef, abstract)
 
 
-def _stack_layers(cfg: ModelConfig, hf_get: Callable[[str], np.ndarray], prefix: str = "model."):
-  def get(name):
+def _hf_getter(hf_get: Callable[[str], np.ndarray], prefix: str = "model."):
+  def get(name, layer):
     if name == "embed":
       return hf_get(prefix + "embed_tokens.weight")
     if name == "final_norm":
@@ -103,8 +116,8 @@ def _stack_layers(cfg: ModelConfig, hf_get: Callable[[str], np.ndarray], prefix:
     if name == "lm_head":
       return hf_get("lm_head.weight").T
     suffix, transpose = _LAYER_MAP[name]
-    mats = [hf_get(f"{prefix}layers.{i}.{suffix}") for i in range(cfg.n_layers)]
-    return np.stack([m.T if transpose else m for m in mats])
+    m = hf_get(f"{prefix}layers.{layer}.{suffix}")
+    return m.T if transpose else m
   return get
 
 
@@ -140,7 +153,7 @@ def load_hf_dir(path: str, **overrides) -> tuple[Decoder, ModelConfig]:
     return t.astype(np.float32) if t.dtype != np.float32 else t
 
   try:
-    model = model_from_arrays(cfg, _stack_layers(cfg, hf_get))
+    model = model_from_arrays(cfg, _hf_getter(hf_get))
   except Exception as e:  # bf16 safetensors cannot be read as numpy; retry through torch-free path
     if "bfloat16" not in str(e) and "bf16" not in str(e).lower():
       raise
@@ -159,23 +172,21 @@ def _load_bf16(path, cfg, weight_map):
       cache[fn] = load_file(os.path.join(path, fn))
     return np.asarray(cache[fn][key].astype(jnp.float32))
 
-  return model_from_arrays(cfg, _stack_layers(cfg, hf_get))
+  return model_from_arrays(cfg, _hf_getter(hf_get))
 
 
 def hf_tensors(model: Decoder) -> dict[str, np.ndarray]:
   """HF-named float32 tensors ([out, in] layout) of a dacl Decoder."""
   cfg = model.cfg
   pure = nnx.to_pure_dict(nnx.state(model))
-  out = {"model.embed_tokens.weight": np.asarray(pure["embed"], np.float32),
-         "model.norm.weight": np.asarray(pure["final_norm"], np.float32)}
+  f32 = lambda x: np.asarray(x, np.float32)
+  out = {"model.embed_tokens.weight": f32(pure["embed"]), "model.norm.weight": f32(pure["final_norm"])}
   if not cfg.tie_embeddings:
-    out["lm_head.weight"] = np.asarray(pure["lm_head"], np.float32).T
-  for name, (suffix, transpose) in _LAYER_MAP.items():
-    if name not in pure:
-      continue
-    stacked = np.asarray(pure[name], np.float32)
-    for i in range(cfg.n_layers):
-      out[f"model.layers.{i}.{suffix}"] = np.ascontiguousarray(stacked[i].T if transpose else stacked[i])
+    out["lm_head.weight"] = f32(pure["lm_head"]).T
+  for i, block in pure["layers"].items():
+    for name, arr in block.items():
+      suffix, transpose = _LAYER_MAP[name]
+      out[f"model.layers.{i}.{suffix}"] = np.ascontiguousarray(f32(arr).T if transpose else f32(arr))
   return out
 
 
@@ -275,22 +286,19 @@ def load_gguf(path: str, **overrides):
     cfg = cfg.replace(tie_embeddings=False)
   cfg = cfg.replace(**overrides) if overrides else cfg
 
-  def get(name):
+  def get(name, layer):
     if name == "embed":
       return tensors["token_embd.weight"]
     if name == "final_norm":
       return tensors["output_norm.weight"]
     if name == "lm_head":
       return tensors["output.weight"].T
-    mats = []
-    for i in range(cfg.n_layers):
-      w = tensors[f"blk.{i}.{_GGUF_LAYER[name]}"]
-      if name == "wq":
-        w = unpermute_qk(w, cfg.n_heads)
-      elif name == "wk":
-        w = unpermute_qk(w, cfg.n_kv_heads)
-      mats.append(w.T if w.ndim == 2 else w)
-    return np.stack(mats)
+    w = tensors[f"blk.{layer}.{_GGUF_LAYER[name]}"]
+    if name == "wq":
+      w = unpermute_qk(w, cfg.n_heads)
+    elif name == "wk":
+      w = unpermute_qk(w, cfg.n_kv_heads)
+    return w.T if w.ndim == 2 else w
 
   return model_from_arrays(cfg, get), cfg, HFTokenizer.from_gguf_fields(fields)
 

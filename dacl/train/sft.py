@@ -72,7 +72,7 @@ def make_train_step(graphdef, tx: optax.GradientTransformation, loss_fn=sft_loss
     grads = jax.tree.map(lambda g: g / denom, gsum)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
-    metrics = {"loss": lsum / denom, "grad_norm": optax.global_norm(grads), "tokens": dsum}
+    metrics = {"loss": lsum / denom, "grad_norm": optax.tree.norm(grads), "tokens": dsum}
     return TrainState(params, opt_state, state.step + 1, state.rng), metrics
 
   return jax.jit(step, donate_argnums=0)

@@ -70,6 +70,9 @@ def cmd_train(argv):
     if algo == "sft":
       from dacl.train.sft_run import run_sft
       results = run_sft(cfg, fv.workdir)
+    elif algo == "rl":
+      from dacl.rl.trainer import run_dagrpo
+      results = run_dagrpo(cfg, fv.workdir)
     else:
       _die(f"unknown algorithm {algo!r}")
   except CheckpointError as e:

@@ -18,7 +18,7 @@ from flax import nnx
 
 from dacl.models.decoder import KVCache, init_cache
 
-STOP_LENGTH, STOP_TOKEN, STOP_STRING = 0, 1, 2
+STOP_LENGTH, STOP_TOKEN, STOP_STRING, STOP_MARKER = 0, 1, 2, 3
 
 
 class PromptTooLongError(ValueError):
@@ -34,6 +34,12 @@ class SamplingParams:
   num_samples: int = 1          # G samples per prompt
   stop_strings: tuple = ()
   stop_token_ids: Optional[tuple] = None  # default: the tokenizer's stop ids
+  # Offload marker (token ids; one special token or a text tag's tokens). A row that emits it
+  # stops with STOP_MARKER. ban_marker forbids its first token (single-token markers: the
+  # policy cannot offload); notify_marker starts cloud requests from inside the decode loop.
+  marker_ids: tuple = ()
+  ban_marker: bool = False
+  notify_marker: bool = False
 
 
 class SampleOutput(NamedTuple):
@@ -155,18 +161,30 @@ def prefill(graphdef, state, tokens, mask, *, cache_size: int, num_samples: int)
   return rep(logits[:, -1], 0), cache, rep(mask.sum(1).astype(jnp.int32), 0)
 
 
-@functools.partial(jax.jit, static_argnames=("graphdef", "buffer"), donate_argnames=("cache",))
+def _seq_hits(toks, i, seqs):
+  """[N, Q] whether each right-aligned sequence in seqs [Q, W] (-1 = wildcard) ends at step i."""
+  W = seqs.shape[1]
+  idx = i - W + 1 + jnp.arange(W)
+  window = jnp.where(idx[None] >= 0, toks[:, jnp.clip(idx, 0)], -2)      # [N, W]
+  match = (window[:, None, :] == seqs[None]) | (seqs[None] < 0)
+  return jnp.all(match, -1)
+
+
+@functools.partial(jax.jit, static_argnames=("graphdef", "buffer", "notify"),
+                   donate_argnames=("cache",))
 def decode(graphdef, state, cache, logits, prompt_len, key, max_new, temperature, top_k, top_p,
-           stop_ids, stop_seqs, *, buffer: int):
+           stop_ids, stop_seqs, marker_seq, ban_id, *, buffer: int, notify: bool = False):
   """One lax.while_loop over at most `max_new` (<= buffer) steps.
 
   stop_ids [N, S1] (-1 padded); stop_seqs [Q, W] right-aligned token sequences, -1 = wildcard
-  on the left (Q may be 0).
+  on the left (Q may be 0); marker_seq [1, Wm] likewise (all -1 for none); ban_id: a token id
+  whose logit is -inf (-1 for none). With notify, rows that emit the marker are reported to the
+  host (dacl.cloud.bridge.on_marker_rows) through io_callback on the step they emit it.
   """
   model = nnx.merge(graphdef, state)
   N = logits.shape[0]
   pad = jnp.int32(0)
-  W = stop_seqs.shape[1]
+  has_marker = jnp.any(marker_seq >= 0)
 
   def cond(c):
     i, done = c[0], c[4]
@@ -175,6 +193,7 @@ def decode(graphdef, state, cache, logits, prompt_len, key, max_new, temperature
   def body(c):
     i, toks, lps, slps, done, reason, lengths, cache, logits, key = c
     key, sub = jax.random.split(key)
+    logits = jnp.where(jnp.arange(logits.shape[-1])[None] == ban_id, -jnp.inf, logits)
     tok, lp, slp = sample_logits(logits, sub, temperature, top_k, top_p)
     live = ~done
     tok = jnp.where(live, tok, pad)
@@ -182,16 +201,22 @@ def decode(graphdef, state, cache, logits, prompt_len, key, max_new, temperature
     lps = lps.at[:, i].set(jnp.where(live, lp, 0.0))
     slps = slps.at[:, i].set(jnp.where(live, slp, 0.0))
     hit_tok = live & jnp.any(tok[:, None] == stop_ids, axis=-1)
+    hit_mark = live & has_marker & _seq_hits(toks, i, marker_seq)[:, 0]
+    hit_tok = hit_tok & ~hit_mark
     if stop_seqs.shape[0]:
-      idx = i - W + 1 + jnp.arange(W)
-      window = jnp.where(idx[None] >= 0, toks[:, jnp.clip(idx, 0)], -2)      # [N, W]
-      match = (window[:, None, :] == stop_seqs[None]) | (stop_seqs[None] < 0)
-      hit_seq = live & ~hit_tok & jnp.any(jnp.all(match, -1), -1)
+      hit_seq = live & ~hit_tok & ~hit_mark & jnp.any(_seq_hits(toks, i, stop_seqs), -1)
     else:
       hit_seq = jnp.zeros_like(hit_tok)
-    reason = jnp.where(hit_tok, STOP_TOKEN, jnp.where(hit_seq, STOP_STRING, reason))
+    if notify:
+      from jax.experimental import io_callback
+      from dacl.cloud.bridge import on_marker_rows
+      jax.lax.cond(jnp.any(hit_mark),
+                   lambda h: io_callback(on_marker_rows, None, h, ordered=False),
+                   lambda h: None, hit_mark)
+    reason = jnp.where(hit_tok, STOP_TOKEN, jnp.where(hit_seq, STOP_STRING,
+                                                      jnp.where(hit_mark, STOP_MARKER, reason)))
     lengths = lengths + live.astype(jnp.int32)
-    done = done | hit_tok | hit_seq
+    done = done | hit_tok | hit_seq | hit_mark
     logits, cache = model(tok[:, None], (prompt_len + i)[:, None], live[:, None], cache)
     return i + 1, toks, lps, slps, done, reason, lengths, cache, logits[:, 0], key
 
@@ -254,12 +279,18 @@ class Sampler:
     stop_seqs = np.full((len(seqs), W), -1, np.int32)
     for q, s in enumerate(seqs):
       stop_seqs[q, W - len(s):] = s
+    mk = list(params.marker_ids)
+    marker_seq = np.full((1, max(1, len(mk))), -1, np.int32)
+    if mk:
+      marker_seq[0, marker_seq.shape[1] - len(mk):] = mk
+    ban_id = mk[0] if (mk and params.ban_marker) else -1
     logits, cache, plen = prefill(self.graphdef, self.state, jnp.asarray(tokens), jnp.asarray(mask),
                                   cache_size=P + M, num_samples=G)
     toks, lps, slps, reason, lengths, _ = decode(
         self.graphdef, self.state, cache, logits, plen, key, jnp.int32(params.max_new_tokens),
         jnp.float32(params.temperature), jnp.int32(params.top_k), jnp.float32(params.top_p),
-        jnp.asarray(stop_arr), jnp.asarray(stop_seqs), buffer=M)
+        jnp.asarray(stop_arr), jnp.asarray(stop_seqs), jnp.asarray(marker_seq), jnp.int32(ban_id),
+        buffer=M, notify=bool(params.notify_marker and mk))
     N = B * G
     toks, lps, slps = (np.asarray(a)[:N, :params.max_new_tokens] for a in (toks, lps, slps))
     reason, lengths = np.array(reason[:N]), np.array(lengths[:N])

@@ -26,7 +26,7 @@ def register_task(name: str):
   return deco
 
 
-def make_task(name: str, **kwargs) -> "Task":
+def make_task(name: str, /, **kwargs) -> "Task":
   if name not in _REGISTRY:
     raise KeyError(f"unknown task {name!r}; registered: {sorted(_REGISTRY)}")
   return _REGISTRY[name](**kwargs)

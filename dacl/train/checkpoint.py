@@ -38,6 +38,8 @@ class Checkpointer:
     return self.save_every > 0 and step % self.save_every == 0
 
   def save(self, step: int, state: Any, record: dict) -> None:
+    if step in self.manager.all_steps():   # re-saving a step (e.g. end-of-task state) replaces it
+      self.manager.delete(step)
     self.manager.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
                                                    record=ocp.args.JsonSave(record)), force=True)
     self.manager.wait_until_finished()

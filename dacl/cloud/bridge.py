@@ -1,0 +1,117 @@
+"""Host-side asynchronous bridge to a CloudLLM.
+
+An asyncio loop runs in a background thread. `submit` starts a request at once (it is called
+from the decode loop's io_callback the moment a row emits the offload marker, or from a host hook)
+and returns; `collect` waits for the answers after decoding, so cloud latency overlaps device work.
+At most one call per key is in flight; answers are cached across steps when `cache=True`.
+Faults never raise: they come back as responses with `error` set and are counted.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from concurrent.futures import Future
+from typing import Iterable, Optional
+
+from dacl.cloud.protocol import CloudLLM, CloudRequest, CloudResponse
+
+log = logging.getLogger("dacl.cloud")
+
+
+class CloudBridge:
+  def __init__(self, cloud: CloudLLM, cache: bool = True, timeout_s: float = 60.0):
+    self.cloud, self.use_cache, self.timeout_s = cloud, cache, timeout_s
+    self.cache: dict[str, CloudResponse] = {}
+    self.inflight: dict[str, Future] = {}
+    self.stats = {"calls": 0, "cache_hits": 0, "faults": 0, "prompt_tokens": 0,
+                  "completion_tokens": 0, "cost": 0.0}
+    self._lock = threading.Lock()
+    self._loop = asyncio.new_event_loop()
+    self._thread = threading.Thread(target=self._loop.run_forever, name="dacl-cloud", daemon=True)
+    self._thread.start()
+    self._pending: dict[str, CloudRequest] = {}   # registered, not yet started
+
+  # -- registration: the rollout registers the batch's requests before decoding --------------
+  def register(self, requests: Iterable[CloudRequest]) -> None:
+    with self._lock:
+      self._pending = {r.key: r for r in requests}
+
+  def submit(self, keys: Iterable[str]) -> None:
+    """Start the registered requests for these keys now (idempotent per key)."""
+    with self._lock:
+      for k in keys:
+        if k in self.inflight or (self.use_cache and k in self.cache):
+          continue
+        req = self._pending.get(k)
+        if req is None:
+          continue
+        self.inflight[k] = asyncio.run_coroutine_threadsafe(self._call(req), self._loop)
+
+  async def _call(self, req: CloudRequest) -> CloudResponse:
+    try:
+      (resp,) = await asyncio.wait_for(self.cloud.complete([req]), self.timeout_s)
+    except asyncio.TimeoutError:
+      resp = CloudResponse(req.key, "", error=f"timeout after {self.timeout_s}s",
+                           backend=self.cloud.name)
+    except Exception as e:   # a back-end bug must not kill a long run: count it
+      resp = CloudResponse(req.key, "", error=f"{type(e).__name__}: {e}"[:200],
+                           backend=self.cloud.name)
+    return resp
+
+  def collect(self, keys: Iterable[str]) -> dict[str, CloudResponse]:
+    """Answers for keys (starting any not yet started). Blocks until all are in."""
+    keys = list(dict.fromkeys(keys))
+    self.submit(keys)
+    out = {}
+    for k in keys:
+      if self.use_cache and k in self.cache:
+        r = self.cache[k]
+        out[k] = CloudResponse(**{**r.__dict__, "cached": True})
+        self.stats["cache_hits"] += 1
+        continue
+      fut = self.inflight.pop(k, None)
+      if fut is None:
+        raise KeyError(f"cloud request {k!r} was never registered")
+      r = fut.result()
+      self.stats["calls"] += 1
+      if r.ok:
+        self.stats["prompt_tokens"] += r.prompt_tokens
+        self.stats["completion_tokens"] += r.completion_tokens
+        self.stats["cost"] += r.cost
+        if self.use_cache:
+          self.cache[k] = r
+      else:
+        self.stats["faults"] += 1
+        log.warning("cloud fault on %s: %s (answered locally)", k, r.error)
+      out[k] = r
+    return out
+
+  def close(self) -> None:
+    async def _close():
+      await self.cloud.aclose()
+    try:
+      asyncio.run_coroutine_threadsafe(_close(), self._loop).result(5)
+    except Exception:
+      pass
+    self._loop.call_soon_threadsafe(self._loop.stop)
+    self._thread.join(timeout=5)
+
+
+# The decode loop's io_callback reaches the bridge through this module-level slot (a jitted
+# function cannot close over a Python object without recompiling for each one).
+_ACTIVE: dict[str, Optional[object]] = {"bridge": None, "row_keys": None}
+
+
+def activate(bridge: Optional[CloudBridge], row_keys: Optional[list]) -> None:
+  _ACTIVE["bridge"], _ACTIVE["row_keys"] = bridge, row_keys
+
+
+def on_marker_rows(hit) -> None:
+  """io_callback target: rows that just emitted the offload marker -> start their requests."""
+  import numpy as np
+  bridge, keys = _ACTIVE["bridge"], _ACTIVE["row_keys"]
+  if bridge is None or keys is None:
+    return
+  rows = np.nonzero(np.asarray(hit))[0]
+  bridge.submit(keys[r] for r in rows if r < len(keys))

@@ -1,0 +1,64 @@
+"""The CloudLLM protocol: an async batch of requests -> responses, and a registry of back-ends.
+
+A back-end never raises for a per-request fault: the response carries `error` and the caller
+counts it and falls back to the local answer.
+"""
+from __future__ import annotations
+
+import abc
+import dataclasses
+from typing import Callable, Optional
+
+
+@dataclasses.dataclass(frozen=True)
+class CloudRequest:
+  key: str                     # stable id (cache key): e.g. task/prompt hash
+  prompt: str
+  max_tokens: int = 256
+  temperature: float = 0.0
+  task: str = ""
+  gold: Optional[str] = None   # used by the *simulated* cloud only; never sent over HTTP
+
+
+@dataclasses.dataclass(frozen=True)
+class CloudResponse:
+  key: str
+  text: str
+  prompt_tokens: int = 0
+  completion_tokens: int = 0
+  latency_s: float = 0.0
+  cost: float = 0.0
+  error: Optional[str] = None   # None on success; a short reason otherwise
+  backend: str = ""
+  cached: bool = False
+
+  @property
+  def ok(self) -> bool:
+    return self.error is None
+
+
+class CloudLLM(abc.ABC):
+  name: str = "cloud"
+
+  @abc.abstractmethod
+  async def complete(self, requests: list[CloudRequest]) -> list[CloudResponse]:
+    """Responses in request order. Faults are returned as responses with `error` set."""
+
+  async def aclose(self) -> None:
+    return None
+
+
+_BACKENDS: dict[str, Callable[..., CloudLLM]] = {}
+
+
+def register_cloud(name: str):
+  def deco(fn):
+    _BACKENDS[name] = fn
+    return fn
+  return deco
+
+
+def make_cloud(backend: str, **kwargs) -> CloudLLM:
+  if backend not in _BACKENDS:
+    raise KeyError(f"unknown cloud backend {backend!r}; registered: {sorted(_BACKENDS)}")
+  return _BACKENDS[backend](**kwargs)

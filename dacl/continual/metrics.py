@@ -1,0 +1,42 @@
+"""Continual-learning metrics over a task stream T_1..T_K (DESIGN.md, "Continual learning").
+
+R[k][j]: accuracy on task j after training on task k (with collaboration).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+
+def acc(R) -> float:
+  """ACC = mean_j R[K][j]."""
+  R = np.asarray(R, float)
+  return float(R[-1].mean())
+
+
+def bwt(R) -> float:
+  """BWT = mean_{j<K} (R[K][j] − R[j][j]); 0 for a single task."""
+  R = np.asarray(R, float)
+  K = R.shape[0]
+  if K < 2:
+    return 0.0
+  return float(np.mean([R[-1, j] - R[j, j] for j in range(K - 1)]))
+
+
+def forgetting(R) -> list:
+  """forgetting_j = (R[j][j] − R[K][j]) / R[j][j] per task (None where R[j][j] = 0)."""
+  R = np.asarray(R, float)
+  return [None if R[j, j] == 0 else float((R[j, j] - R[-1, j]) / R[j, j]) for j in range(R.shape[0])]
+
+
+def post_switch_accuracy(step_rewards: list, first_m: int) -> list:
+  """Mean training accuracy on each task over its first M steps (step_rewards[k] = per-step list)."""
+  return [float(np.mean(r[:first_m])) if len(r) else None for r in step_rewards]
+
+
+def usage_last_quarter(step_usage: list) -> list:
+  """Mean cloud-usage rate over the last quarter of each task's steps."""
+  out = []
+  for u in step_usage:
+    n = len(u)
+    out.append(float(np.mean(u[n - max(1, n // 4):])) if n else None)
+  return out

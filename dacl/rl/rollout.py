@@ -1,0 +1,125 @@
+"""Collaborative rollouts: G local samples per prompt; rows that end with the offload marker take
+the cloud's answer (one cloud call per prompt, started from inside the decode loop).
+
+Shapes: B prompts, G samples each, N = B*G rows, M generated tokens, P prompt bucket.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+from typing import Optional, Sequence
+
+import jax
+import numpy as np
+
+from dacl.cloud import bridge as bridge_mod
+from dacl.cloud.protocol import CloudRequest
+from dacl.sampling import STOP_MARKER, Sampler, SamplingParams
+
+
+def cloud_key(ex, split: str = "train") -> str:
+  h = hashlib.sha1(ex.prompt.encode()).hexdigest()[:16]
+  return f"{ex.task}:{split}:{h}"
+
+
+@dataclasses.dataclass
+class Rollout:
+  prompt_ids: list             # B lists of prompt token ids
+  tokens: np.ndarray           # [N, M] generated tokens (local; the marker included)
+  old_logp: np.ndarray         # [N, M] log π_old of those tokens
+  mask: np.ndarray             # [N, M] tokens that carry gradient
+  reward: np.ndarray           # [N]
+  cost: np.ndarray             # [N] 1 where the cloud answered
+  offload: np.ndarray          # [N] the policy (or the route) chose the cloud
+  local_correct: np.ndarray    # [N] local answer was right (0 for marker rows)
+  faults: int
+  texts: list
+
+
+def collaborative_rollout(sampler: Sampler, examples: Sequence, task_of, *, group: int,
+                          max_new_tokens: int, temperature: float, marker_ids: tuple,
+                          route: str, tau: float, bridge, key, rng: np.random.Generator,
+                          router=None, format_prompt=lambda p: p, split: str = "train",
+                          cloud_max_tokens: int = 256) -> Rollout:
+  """One rollout batch. task_of(example) -> Task (for its verifier)."""
+  G = group
+  keys = [cloud_key(e, split) for e in examples]
+  requests = [CloudRequest(k, e.prompt, cloud_max_tokens, task=e.task, gold=e.answer)
+              for k, e in zip(keys, examples)]
+  policy_routes = route == "policy"
+  if bridge is not None:
+    bridge.register(requests)
+    bridge_mod.activate(bridge, [keys[n // G] for n in range(len(examples) * G)])
+  prompts = [format_prompt(e.prompt) for e in examples]
+  try:
+    out = sampler(prompts, key, SamplingParams(
+        max_new_tokens=max_new_tokens, temperature=temperature, num_samples=G,
+        marker_ids=tuple(marker_ids), ban_marker=not policy_routes,
+        notify_marker=policy_routes and bridge is not None))
+  finally:
+    bridge_mod.activate(None, None)
+  N = len(examples) * G
+  offload = out.stop_reason == STOP_MARKER if policy_routes else np.zeros(N, bool)
+  grad_rows = np.ones(N, bool)
+  if route == "random":
+    offload = rng.random(N) < tau
+    grad_rows = ~offload            # the policy did not choose these: no gradient
+  elif route == "router":
+    p_fail = router.predict_proba(sampler, [e.prompt for e in examples], format_prompt)
+    offload = np.repeat(p_fail > router.threshold, G)
+    grad_rows = ~offload
+  elif route == "always":
+    offload = np.ones(N, bool)
+  local_correct = np.zeros(N)
+  reward = np.zeros(N)
+  for n in range(N):
+    ex = examples[n // G]
+    if not (policy_routes and offload[n]):
+      local_correct[n] = task_of(ex).score(out.texts[n], ex)
+  cost = np.zeros(N)
+  faults = 0
+  need = sorted({keys[n // G] for n in range(N) if offload[n]})
+  answers = bridge.collect(need) if (need and bridge is not None) else {}
+  for n in range(N):
+    ex = examples[n // G]
+    if offload[n]:
+      r = answers.get(keys[n // G])
+      if r is not None and r.ok:
+        reward[n] = task_of(ex).score(r.text, ex)
+        cost[n] = 1.0
+      else:   # a cloud fault: the row falls back to its local answer (none for a marker row)
+        faults += 1
+        reward[n] = local_correct[n]
+    else:
+      reward[n] = local_correct[n]
+  mask = out.mask & grad_rows[:, None]
+  prompt_ids = sampler.encode_prompts(prompts)
+  return Rollout(prompt_ids, out.tokens, out.logprobs, mask, reward, cost, offload.astype(bool),
+                 local_correct, faults, out.texts)
+
+
+def training_batch(ro: Rollout, group: int, pad_id: int, prompt_bucket: int) -> dict:
+  """Sequences [N, P+M] = left-padded prompt | completion, for the policy forward.
+
+  targets[t] = tokens[t+1]; loss positions are those whose *target* is a gradient-carrying
+  completion token; old_logp aligned to the same positions.
+  """
+  N, M = ro.tokens.shape
+  P = prompt_bucket
+  L = P + M
+  tokens = np.full((N, L), pad_id, np.int32)
+  mask = np.zeros((N, L), bool)
+  for n in range(N):
+    p = ro.prompt_ids[n // group]
+    tokens[n, P - len(p):P] = p
+    mask[n, P - len(p):P] = True
+  tokens[:, P:] = ro.tokens
+  mask[:, P:] = ro.mask
+  positions = np.maximum(np.cumsum(mask, 1) - 1, 0).astype(np.int32)
+  targets = np.concatenate([tokens[:, 1:], np.full((N, 1), pad_id, np.int32)], 1)
+  loss_mask = np.zeros((N, L), bool)
+  loss_mask[:, P - 1:L - 1] = ro.mask
+  old = np.zeros((N, L), np.float32)
+  old[:, P - 1:L - 1] = ro.old_logp
+  return {"tokens": tokens, "targets": targets, "mask": mask, "positions": positions,
+          "loss_mask": loss_mask, "old_logp": old}

@@ -1,0 +1,307 @@
+"""The DA-GRPO training loop over a task stream: `dacl train --config=configs/dagrpo_stream.py`.
+
+For every (algorithm, seed): warm-start SFT (shared per seed; its demonstrations include offload
+examples), then for each task T_k of the stream, N_k RL steps of
+  collaborative rollout -> advantages (A^r − λ·A^c) -> clipped surrogate step -> λ dual ascent,
+and after each task an evaluation of every task (R, L, U, with and without a hard budget cap).
+Everything a resumed run needs (params, optimizer, λ, task index, step, matrices so far) is in
+the Orbax checkpoint; rerunning the command resumes.
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import time
+
+import jax
+import numpy as np
+from flax import nnx
+
+from dacl import parallel
+from dacl.build import build_model_and_tokenizer, build_task
+from dacl.cloud import make_cloud
+from dacl.cloud.bridge import CloudBridge
+from dacl.continual import metrics as cm
+from dacl.data.tasks import Example
+from dacl.evaluation import format_prompt
+from dacl.metrics import MetricsWriter, progress, write_json_atomic
+from dacl.rl import kernels
+from dacl.rl.algorithms import get_algorithm
+from dacl.rl.rollout import cloud_key, collaborative_rollout, training_batch
+from dacl.rl.router import Router, prompt_features
+from dacl.rl.step import compute_advantages, make_rl_step
+from dacl.sampling import STOP_MARKER, Sampler, SamplingParams, next_bucket
+from dacl.train.checkpoint import Checkpointer
+from dacl.train.sft import (BatchStream, init_train_state, make_optimizer, make_sft_batch,
+                            make_train_step)
+
+log = logging.getLogger("dacl")
+
+
+# ----------------------------------------------------------------------------- setup helpers
+
+def marker_text(config, tok) -> str:
+  return config.offload.marker
+
+
+def marker_ids(config, tok) -> tuple:
+  return tuple(tok.encode(config.offload.marker, add_bos=False))
+
+
+def _micro(batch: dict, accum: int) -> dict:
+  return {k: v.reshape(accum, v.shape[0] // accum, *v.shape[1:]) for k, v in batch.items()}
+
+
+def warm_start(config, workdir, model, tok, tasks, seed):
+  """SFT on every task's demonstrations, a fraction replaced by the offload marker. Resumable;
+  returns the trained parameters (nnx.State)."""
+  wc = config.warmstart
+  rng = np.random.default_rng(seed)
+  pool = []
+  for t in tasks:
+    for e in t.examples("train", wc.examples_per_task, seed=seed + 17):
+      if rng.random() < wc.offload_fraction:
+        e = dataclasses.replace(e, solution=marker_text(config, tok))
+      pool.append(e)
+  tx = make_optimizer(wc.lr, wc.steps, wc.warmup_steps, config.optim.weight_decay,
+                      config.optim.b1, config.optim.b2, config.optim.clip_norm, 0.1)
+  graphdef, state = init_train_state(model, tx, seed)
+  ck = Checkpointer(os.path.join(workdir, "checkpoints"), wc.steps, 1)
+  start = 0
+  if ck.latest_step() is not None:
+    state, _, start = ck.restore(state)
+  if start < wc.steps:
+    step_fn = make_train_step(graphdef, tx)
+    stream = BatchStream(pool, wc.batch_size, seed)
+    bar = progress(wc.steps, initial=start, desc=f"warm-start SFT (seed {seed})")
+    for s in range(start + 1, wc.steps + 1):
+      raw = make_sft_batch(stream.batch(s - 1), tok, wc.seq_len, chat=config.task_chat)
+      state, m = step_fn(state, {k: v[None] for k, v in raw.items() if isinstance(v, np.ndarray)})
+      bar.update(1)
+      if s % 50 == 0:
+        bar.set_postfix(loss=f"{float(m['loss']):.3f}")
+    bar.close()
+    ck.save(wc.steps, state, {"phase": "warmstart", "seed": seed})
+  ck.close()
+  return graphdef, state.params
+
+
+# ----------------------------------------------------------------------------- evaluation
+
+def evaluate_collab(sampler, task, examples, spec, bridge, tau, router, config, tok, seed):
+  """R (with collaboration), R_cap (hard budget cap τ), L (local only), U (usage) on examples."""
+  fmt = lambda p: format_prompt(tok, p, config.task_chat)
+  prompts = [fmt(e.prompt) for e in examples]
+  mk = marker_ids(config, tok)
+  gen = lambda allow, key: sampler(prompts, jax.random.key(key), SamplingParams(
+      max_new_tokens=config.rl.max_new_tokens, temperature=0.0, marker_ids=mk,
+      ban_marker=not allow))
+  local = gen(False, seed)
+  local_scores = np.array([task.score(t, e) for t, e in zip(local.texts, examples)])
+  n = len(examples)
+  if spec.route == "policy":
+    collab = gen(True, seed)
+    offload = collab.stop_reason == STOP_MARKER
+    own = np.array([0.0 if o else task.score(t, e) for t, e, o in zip(collab.texts, examples, offload)])
+  else:
+    own = local_scores
+    if spec.route == "random":
+      offload = np.random.default_rng([seed, 99]).random(n) < tau
+    elif spec.route == "router":
+      offload = router.predict_proba(sampler, [e.prompt for e in examples], fmt) > router.threshold
+    elif spec.route == "always":
+      offload = np.ones(n, bool)
+    else:
+      offload = np.zeros(n, bool)
+  keys = [cloud_key(e, "eval") for e in examples]
+  from dacl.cloud.protocol import CloudRequest
+  bridge.register([CloudRequest(k, e.prompt, 256, task=e.task, gold=e.answer)
+                   for k, e in zip(keys, examples)])
+  answers = bridge.collect([keys[i] for i in range(n) if offload[i]])
+  cloud_scores = np.array([task.score(answers[keys[i]].text, examples[i])
+                           if offload[i] and answers[keys[i]].ok else np.nan for i in range(n)])
+  ok = offload & ~np.isnan(cloud_scores)
+  R = np.where(ok, np.nan_to_num(cloud_scores), np.where(offload, local_scores, own))
+  cap = int(np.floor(tau * n))
+  within = np.cumsum(offload) <= cap
+  R_cap = np.where(ok & within, np.nan_to_num(cloud_scores), np.where(offload, local_scores, own))
+  U_cap = (offload & within).mean()
+  return {"R": float(R.mean()), "R_cap": float(R_cap.mean()), "L": float(local_scores.mean()),
+          "U": float(offload.mean()), "U_cap": float(U_cap)}
+
+
+# ----------------------------------------------------------------------------- one run
+
+def run_one(config, run_dir, algo_name, seed, shared_dir) -> dict:
+  spec = get_algorithm(algo_name)
+  rc, tau = config.rl, float(config.budget.tau)
+  os.makedirs(run_dir, exist_ok=True)
+  model, tok = build_model_and_tokenizer(config.model, seed)
+  tasks = [build_task(t) for t in config.stream.tasks]
+  names = [t.name for t in tasks]
+  if len(set(names)) != len(names):
+    raise ValueError(f"stream task names must be unique, got {names}")
+  by_name = {t.name: t for t in tasks}
+  task_of = lambda ex: by_name[ex.task]
+  steps = list(config.stream.steps)
+  if len(steps) != len(tasks):
+    raise ValueError(f"stream.steps has {len(steps)} entries for {len(tasks)} tasks")
+  K = len(tasks)
+  graphdef, params0 = warm_start(config, os.path.join(shared_dir, f"warmstart_s{seed}"), model,
+                                 tok, tasks, seed)
+  model = nnx.merge(graphdef, params0)
+  oc = config.optim
+  tx = make_optimizer(rc.lr, sum(steps), rc.warmup_steps, oc.weight_decay, oc.b1, oc.b2,
+                      oc.clip_norm, 1.0)
+  graphdef, state = init_train_state(model, tx, seed)
+  ref_params = params0 if rc.beta else None
+  ckpt = Checkpointer(os.path.join(run_dir, "checkpoints"), config.train.save_every, config.train.keep)
+  writer = MetricsWriter(run_dir)
+  rec = {"lam": float(rc.lam_init if spec.dual else 0.0), "task_index": 0, "step_in_task": 0,
+         "global_step": 0, "R": [], "R_cap": [], "L": [], "U": [], "U_cap": [],
+         "step_rewards": [[] for _ in range(K)], "step_usage": [[] for _ in range(K)],
+         "faults": 0, "data_position": 0, "algorithm": algo_name, "seed": seed}
+  if ckpt.latest_step() is not None:
+    state, rec, last = ckpt.restore(state)
+    log.info("resumed %s from %s/checkpoints/%d (task %d, λ=%.3f)", algo_name, run_dir, last,
+             rec["task_index"], rec["lam"])
+    writer.truncate_after(last)
+  sampler = Sampler(nnx.merge(graphdef, state.params), tok, max_cache_len=config.model.max_seq_len)
+  cloud = make_cloud(config.cloud.backend, **dict(config.cloud.kwargs))
+  bridge = CloudBridge(cloud, cache=config.cloud.cache, timeout_s=config.cloud.timeout_s)
+  eval_sets = [t.examples("eval", config.eval.num_examples, seed=seed) for t in tasks]
+  fmt = lambda p: format_prompt(tok, p, config.task_chat)
+  router = Router(tau) if spec.route == "router" else None
+  rl_step = make_rl_step(graphdef, tx, eps_low=rc.eps_low, eps_high=rc.eps_high or None,
+                         beta=rc.beta, aggregation=rc.aggregation)
+  mk = marker_ids(config, tok)
+  B, G = rc.batch_prompts, rc.group
+
+  def refresh_sampler():
+    sampler.update_state(nnx.state(nnx.merge(graphdef, state.params)))
+
+  def fit_router(k):
+    calib = tasks[k].examples("eval", config.eval.num_examples, seed=seed + 1000)
+    out = sampler([fmt(e.prompt) for e in calib], jax.random.key(seed), SamplingParams(
+        max_new_tokens=rc.max_new_tokens, temperature=0.0, marker_ids=mk, ban_marker=True))
+    failed = np.array([1.0 - tasks[k].score(t, e) for t, e in zip(out.texts, calib)])
+    feats = prompt_features(sampler, [e.prompt for e in calib], fmt)
+    half = len(calib) // 2
+    router.fit(feats[:half], failed[:half], feats[half:])
+
+  total = sum(steps) if spec.train else 0
+  bar = progress(total, initial=min(rec["global_step"], total), desc=f"{algo_name} s{seed}")
+  t_last = time.perf_counter()
+  while rec["task_index"] < K:
+    k = rec["task_index"]
+    if router is not None:
+      fit_router(k)
+    pool = tasks[k].examples("train", config.stream.train_size, seed=seed + k)
+    stream = BatchStream(pool, B, seed + 31 * k)
+    n_steps = steps[k] if spec.train else 0
+    for s in range(rec["step_in_task"] + 1, n_steps + 1):
+      gstep = rec["global_step"] + 1
+      examples = stream.batch(s - 1)
+      key = jax.random.fold_in(jax.random.key(seed), gstep)
+      ro = collaborative_rollout(
+          sampler, examples, task_of, group=G, max_new_tokens=rc.max_new_tokens,
+          temperature=rc.temperature, marker_ids=mk, route=spec.route, tau=tau, bridge=bridge,
+          key=key, rng=np.random.default_rng([seed, gstep]), router=router, format_prompt=fmt)
+      adv = compute_advantages(ro.reward.reshape(B, G), ro.cost.reshape(B, G),
+                               np.float32(rec["lam"]), np.float32(rc.gamma), scale=rc.scale,
+                               shaped=spec.shaped)
+      P = next_bucket(max(len(p) for p in ro.prompt_ids), sampler.min_bucket)
+      batch = training_batch(ro, G, tok.pad_id, P)
+      batch["adv"] = np.asarray(adv, np.float32).reshape(-1)
+      state, m = rl_step(state, _micro(batch, rc.grad_accum), ref_params)
+      refresh_sampler()
+      usage = float(ro.cost.mean())
+      if spec.dual:
+        rec["lam"] = float(kernels.dual_ascent(rec["lam"], usage, tau, rc.lam_lr))
+      rec["step_rewards"][k].append(float(ro.reward.mean()))
+      rec["step_usage"][k].append(usage)
+      rec["faults"] += ro.faults
+      rec["global_step"], rec["step_in_task"] = gstep, s
+      rec["data_position"] = s * B
+      bar.update(1)
+      if gstep % config.train.log_every == 0 or s == n_steps:
+        m = jax.device_get(m)
+        dt = time.perf_counter() - t_last
+        t_last = time.perf_counter()
+        writer.write(gstep, {
+            "task": tasks[k].name, "task_index": k, "loss": float(m["loss"]),
+            "reward_mean": float(ro.reward.mean()), "local_acc": float(ro.local_correct.mean()),
+            "cloud_rate": usage, "offload_rate": float(ro.offload.mean()), "lambda": rec["lam"],
+            "kl": float(m["kl"]), "clip_frac": float(m["clip_frac"]),
+            "grad_norm": float(m["grad_norm"]), "faults": rec["faults"],
+            "cloud_calls": bridge.stats["calls"], "steps_per_s": config.train.log_every / max(dt, 1e-9),
+            "tokens_per_s": float(ro.mask.sum()) * config.train.log_every / max(dt, 1e-9)})
+        bar.set_postfix(task=k, r=f"{ro.reward.mean():.2f}", c=f"{usage:.2f}", lam=f"{rec['lam']:.2f}")
+      if ckpt.should_save(gstep):
+        ckpt.save(gstep, state, rec)
+    # end of task k: evaluate every task
+    row = [evaluate_collab(sampler, tasks[j], eval_sets[j], spec, bridge, tau, router, config,
+                           tok, seed) for j in range(K)]
+    for key in ("R", "R_cap", "L", "U", "U_cap"):
+      rec[key].append([r[key] for r in row])
+    rec["task_index"], rec["step_in_task"] = k + 1, 0
+    writer.write(rec["global_step"], {"task": tasks[k].name, "event": "task_end",
+                                      **{f"eval_R_{tasks[j].name}": row[j]["R"] for j in range(K)},
+                                      **{f"eval_U_{tasks[j].name}": row[j]["U"] for j in range(K)}})
+    ckpt.save(rec["global_step"] if spec.train else k + 1, state, rec)
+  bar.close()
+  m_first = config.stream.post_switch_steps
+  result = {
+      "R": rec["R"], "R_cap": rec["R_cap"], "L": rec["L"], "U": rec["U"], "U_cap": rec["U_cap"],
+      "ACC": cm.acc(rec["R"]), "ACC_cap": cm.acc(rec["R_cap"]), "BWT": cm.bwt(rec["R"]),
+      "forgetting": cm.forgetting(rec["R"]),
+      "post_switch_accuracy": cm.post_switch_accuracy(rec["step_rewards"], m_first),
+      "usage_last_quarter": cm.usage_last_quarter(rec["step_usage"]),
+      "cloud_calls": int(bridge.stats["calls"]), "cloud_faults": int(bridge.stats["faults"]),
+      "cloud_cost": float(bridge.stats["cost"]), "final_lambda": rec["lam"], "seed": seed,
+      "rollout_faults": rec["faults"]}
+  write_json_atomic(os.path.join(run_dir, "run_results.json"), result)
+  bridge.close()
+  writer.close()
+  ckpt.close()
+  return result
+
+
+# ----------------------------------------------------------------------------- all runs
+
+_MEAN_KEYS = ("ACC", "ACC_cap", "BWT", "cloud_calls", "cloud_cost")
+
+
+def aggregate(per_seed: list) -> dict:
+  """Mean over seeds (matrices element-wise), with *_std for scalars and per-seed results."""
+  out = {}
+  for key in ("R", "R_cap", "L", "U", "U_cap"):
+    out[key] = np.mean([r[key] for r in per_seed], axis=0).round(4).tolist()
+  for key in _MEAN_KEYS:
+    vals = [r[key] for r in per_seed]
+    out[key] = float(np.mean(vals))
+    out[key + "_std"] = float(np.std(vals))
+  for key in ("forgetting", "post_switch_accuracy", "usage_last_quarter"):
+    cols = list(zip(*[r[key] for r in per_seed]))
+    out[key] = [None if any(v is None for v in c) else float(np.mean(c)) for c in cols]
+  out["cloud_calls"] = int(round(out["cloud_calls"]))
+  out["per_seed"] = per_seed
+  return out
+
+
+def run_dagrpo(config, workdir: str) -> dict:
+  os.makedirs(workdir, exist_ok=True)
+  parallel.make_mesh(tuple(config.mesh.shape) or None)
+  results = {"tasks": [t.name for t in map(build_task, config.stream.tasks)],
+             "budget": float(config.budget.tau), "cloud": f"{config.cloud.backend}"
+             + (" (simulated)" if config.cloud.backend == "simulated" else ""),
+             "algorithms": {}}
+  for algo in config.algorithms:
+    per_seed = []
+    for seed in config.seeds:
+      per_seed.append(run_one(config, os.path.join(workdir, "runs", f"{algo}_s{seed}"), algo,
+                              int(seed), workdir))
+    results["algorithms"][algo] = aggregate(per_seed)
+    write_json_atomic(os.path.join(workdir, "results.json"), results)
+  return results

@@ -64,7 +64,7 @@ def cmd_train(argv):
   from dacl.parallel import maybe_initialize_distributed
   maybe_initialize_distributed()
   from dacl.train.checkpoint import CheckpointError
-  from dacl.report import print_tables, write_plots
+  from dacl.report import print_tables, write_plots, write_rl_plots
   algo = cfg.algorithm
   try:
     if algo == "sft":
@@ -78,7 +78,9 @@ def cmd_train(argv):
   except CheckpointError as e:
     _die(str(e))
   print_tables(results)
-  for p in write_plots(fv.workdir):
+  plots = (write_rl_plots(fv.workdir, results) if "algorithms" in results
+           else write_plots(fv.workdir))
+  for p in plots:
     print(f"plot: {p}")
   print(f"results: {os.path.join(fv.workdir, 'results.json')}")
 

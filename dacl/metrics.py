@@ -79,9 +79,11 @@ def write_json_atomic(path: str, obj) -> None:
   os.replace(tmp, path)
 
 
-def progress(total: int, initial: int = 0, desc: str = "train", disable: Optional[bool] = None):
-  """A tqdm bar (step, steps/s, ETA, postfix metrics); line-mode when stdout is no terminal."""
+def progress(total: int, initial: int = 0, desc: str = "train", disable: bool = False):
+  """A tqdm bar (step, steps/s, ETA, postfix metrics) on stderr. Off a terminal (logs, CI) it
+  still prints, one line every 10 s (tqdm's own default would switch itself off)."""
   from tqdm.auto import tqdm
   tty = sys.stderr.isatty()
-  return tqdm(total=total, initial=initial, desc=desc, unit="step", dynamic_ncols=True,
-              mininterval=0.5 if tty else 10.0, disable=disable, file=sys.stderr)
+  return tqdm(total=total, initial=initial, desc=desc, unit="step", dynamic_ncols=tty,
+              ncols=None if tty else 100, mininterval=0.5 if tty else 10.0, disable=disable,
+              file=sys.stderr)

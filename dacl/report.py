@@ -27,9 +27,47 @@ def examples_table(results: dict):
   return t
 
 
+def _f(x, nd=3):
+  return "—" if x is None else f"{x:.{nd}f}"
+
+
+def rl_tables(results: dict) -> list:
+  """Summary per algorithm (mean ± std over seeds) and the R / L / U matrices."""
+  from rich.table import Table
+  tau = results["budget"]
+  algos = results["algorithms"]
+  t = Table(title=f"DA-GRPO stream {' → '.join(results['tasks'])} — budget τ={tau}, "
+                  f"cloud: {results.get('cloud', '?')}")
+  for col in ("algorithm", "ACC", "ACC (cap τ)", "BWT", "forgetting", "post-switch acc",
+              "usage last ¼ (τ)", "cloud calls", "seeds"):
+    t.add_column(col, justify="left" if col == "algorithm" else "right")
+  for name, a in algos.items():
+    pm = lambda k: f"{a[k]:.3f}±{a.get(k + '_std', 0):.3f}"
+    t.add_row(name, pm("ACC"), pm("ACC_cap"), pm("BWT"),
+              " ".join(_f(v, 2) for v in a["forgetting"]),
+              " ".join(_f(v, 2) for v in a["post_switch_accuracy"]),
+              " ".join(_f(v, 2) for v in a["usage_last_quarter"]),
+              str(a["cloud_calls"]), str(len(a.get("per_seed", [])) or 1))
+  out = [t]
+  for name, a in algos.items():
+    m = Table(title=f"{name}: row k = after training task k; R (collab) / L (local) / U (usage)")
+    m.add_column("after")
+    for task in results["tasks"]:
+      m.add_column(task, justify="right")
+    for k, task in enumerate(results["tasks"][:len(a["R"])]):
+      m.add_row(task, *[f"{a['R'][k][j]:.2f} / {a['L'][k][j]:.2f} / {a['U'][k][j]:.2f}"
+                        for j in range(len(results["tasks"]))])
+    out.append(m)
+  return out
+
+
 def print_tables(results: dict) -> None:
   from rich.console import Console
-  c = Console(width=120)
+  c = Console(width=140)
+  if "algorithms" in results:
+    for t in rl_tables(results):
+      c.print(t)
+    return
   c.print(results_table(results))
   if results.get("examples"):
     c.print(examples_table(results))
@@ -63,6 +101,49 @@ def write_plots(workdir: str) -> list[str]:
   return written
 
 
+def write_rl_plots(workdir: str, results: dict) -> list[str]:
+  """Per algorithm and seed: training accuracy per task over steps, cloud rate against τ,
+  λ over steps -> DIR/plots/{accuracy,cloud_rate,lambda}.png."""
+  import glob
+  import matplotlib
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+  runs = sorted(glob.glob(os.path.join(workdir, "runs", "*", "metrics.jsonl")))
+  if not runs:
+    return []
+  os.makedirs(os.path.join(workdir, "plots"), exist_ok=True)
+  tau = results.get("budget")
+  written = []
+  for key, ylabel, fname in (("reward_mean", "training accuracy (with collaboration)", "accuracy"),
+                             ("cloud_rate", "cloud-usage rate", "cloud_rate"),
+                             ("lambda", "λ (budget multiplier)", "lambda")):
+    fig, ax = plt.subplots(figsize=(7, 3.6))
+    for path in runs:
+      name = os.path.basename(os.path.dirname(path))
+      rows = [r for r in read_jsonl(path) if r.get(key) is not None and "event" not in r]
+      if not rows:
+        continue
+      ax.plot([r["step"] for r in rows], [r[key] for r in rows], label=name, alpha=0.8)
+      if key == "reward_mean":
+        prev = None
+        for r in rows:
+          if prev is not None and r["task"] != prev:
+            ax.axvline(r["step"], color="grey", lw=0.6, ls=":")
+          prev = r["task"]
+    if key == "cloud_rate" and tau is not None:
+      ax.axhline(tau, color="black", ls="--", lw=1, label=f"τ = {tau}")
+    ax.set_xlabel("RL step (task switches dotted)")
+    ax.set_ylabel(ylabel)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    out = os.path.join(workdir, "plots", f"{fname}.png")
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    written.append(out)
+  return written
+
+
 def report(workdir: str) -> dict:
   path = os.path.join(workdir, "results.json")
   if not os.path.exists(path):
@@ -70,6 +151,7 @@ def report(workdir: str) -> dict:
   with open(path) as f:
     results = json.load(f)
   print_tables(results)
-  for p in write_plots(workdir):
+  plots = write_rl_plots(workdir, results) if "algorithms" in results else write_plots(workdir)
+  for p in plots:
     print(f"plot: {p}")
   return results

@@ -283,7 +283,7 @@ class Sampler:
     marker_seq = np.full((1, max(1, len(mk))), -1, np.int32)
     if mk:
       marker_seq[0, marker_seq.shape[1] - len(mk):] = mk
-    ban_id = mk[0] if (mk and params.ban_marker) else -1
+    ban_id = mk[0] if (len(mk) == 1 and params.ban_marker) else -1   # text tags cannot be banned
     logits, cache, plen = prefill(self.graphdef, self.state, jnp.asarray(tokens), jnp.asarray(mask),
                                   cache_size=P + M, num_samples=G)
     toks, lps, slps, reason, lengths, _ = decode(

@@ -87,6 +87,14 @@ class CloudBridge:
       out[k] = r
     return out
 
+  def export_state(self) -> dict:
+    """JSON-able cache + counters, saved in checkpoints so a resumed run pays nothing twice."""
+    return {"cache": {k: dict(r.__dict__) for k, r in self.cache.items()}, "stats": dict(self.stats)}
+
+  def import_state(self, state: dict) -> None:
+    self.cache = {k: CloudResponse(**v) for k, v in state.get("cache", {}).items()}
+    self.stats.update(state.get("stats", {}))
+
   def close(self) -> None:
     async def _close():
       await self.cloud.aclose()

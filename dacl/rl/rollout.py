@@ -40,7 +40,7 @@ def collaborative_rollout(sampler: Sampler, examples: Sequence, task_of, *, grou
                           max_new_tokens: int, temperature: float, marker_ids: tuple,
                           route: str, tau: float, bridge, key, rng: np.random.Generator,
                           router=None, format_prompt=lambda p: p, split: str = "train",
-                          cloud_max_tokens: int = 256) -> Rollout:
+                          cloud_max_tokens: int = 256, marker_text: str = "") -> Rollout:
   """One rollout batch. task_of(example) -> Task (for its verifier)."""
   G = group
   keys = [cloud_key(e, split) for e in examples]
@@ -60,6 +60,8 @@ def collaborative_rollout(sampler: Sampler, examples: Sequence, task_of, *, grou
     bridge_mod.activate(None, None)
   N = len(examples) * G
   offload = out.stop_reason == STOP_MARKER if policy_routes else np.zeros(N, bool)
+  if policy_routes and marker_text:   # a text tag reached through a non-canonical tokenisation
+    offload |= np.array([marker_text in t for t in out.texts])
   grad_rows = np.ones(N, bool)
   if route == "random":
     offload = rng.random(N) < tau

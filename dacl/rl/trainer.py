@@ -102,7 +102,8 @@ def evaluate_collab(sampler, task, examples, spec, bridge, tau, router, config, 
   n = len(examples)
   if spec.route == "policy":
     collab = gen(True, seed)
-    offload = collab.stop_reason == STOP_MARKER
+    offload = (collab.stop_reason == STOP_MARKER) | np.array(
+        [marker_text(config, tok) in t for t in collab.texts])
     own = np.array([0.0 if o else task.score(t, e) for t, e, o in zip(collab.texts, examples, offload)])
   else:
     own = local_scores
@@ -170,7 +171,12 @@ def run_one(config, run_dir, algo_name, seed, shared_dir) -> dict:
   sampler = Sampler(nnx.merge(graphdef, state.params), tok, max_cache_len=config.model.max_seq_len)
   cloud = make_cloud(config.cloud.backend, **dict(config.cloud.kwargs))
   bridge = CloudBridge(cloud, cache=config.cloud.cache, timeout_s=config.cloud.timeout_s)
+  if "bridge" in rec:
+    bridge.import_state(rec.pop("bridge"))
   eval_sets = [t.examples("eval", config.eval.num_examples, seed=seed) for t in tasks]
+
+  def save(step):
+    ckpt.save(step, state, {**rec, "bridge": bridge.export_state()})
   fmt = lambda p: format_prompt(tok, p, config.task_chat)
   router = Router(tau) if spec.route == "router" else None
   rl_step = make_rl_step(graphdef, tx, eps_low=rc.eps_low, eps_high=rc.eps_high or None,
@@ -207,7 +213,8 @@ def run_one(config, run_dir, algo_name, seed, shared_dir) -> dict:
       ro = collaborative_rollout(
           sampler, examples, task_of, group=G, max_new_tokens=rc.max_new_tokens,
           temperature=rc.temperature, marker_ids=mk, route=spec.route, tau=tau, bridge=bridge,
-          key=key, rng=np.random.default_rng([seed, gstep]), router=router, format_prompt=fmt)
+          key=key, rng=np.random.default_rng([seed, gstep]), router=router, format_prompt=fmt,
+          marker_text=marker_text(config, tok))
       adv = compute_advantages(ro.reward.reshape(B, G), ro.cost.reshape(B, G),
                                np.float32(rec["lam"]), np.float32(rc.gamma), scale=rc.scale,
                                shaped=spec.shaped)
@@ -239,7 +246,7 @@ def run_one(config, run_dir, algo_name, seed, shared_dir) -> dict:
             "tokens_per_s": float(ro.mask.sum()) * config.train.log_every / max(dt, 1e-9)})
         bar.set_postfix(task=k, r=f"{ro.reward.mean():.2f}", c=f"{usage:.2f}", lam=f"{rec['lam']:.2f}")
       if ckpt.should_save(gstep):
-        ckpt.save(gstep, state, rec)
+        save(gstep)
     # end of task k: evaluate every task
     row = [evaluate_collab(sampler, tasks[j], eval_sets[j], spec, bridge, tau, router, config,
                            tok, seed) for j in range(K)]
@@ -249,7 +256,7 @@ def run_one(config, run_dir, algo_name, seed, shared_dir) -> dict:
     writer.write(rec["global_step"], {"task": tasks[k].name, "event": "task_end",
                                       **{f"eval_R_{tasks[j].name}": row[j]["R"] for j in range(K)},
                                       **{f"eval_U_{tasks[j].name}": row[j]["U"] for j in range(K)}})
-    ckpt.save(rec["global_step"] if spec.train else k + 1, state, rec)
+    save(rec["global_step"] if spec.train else k + 1)
   bar.close()
   m_first = config.stream.post_switch_steps
   result = {

@@ -1,0 +1,126 @@
+"""End to end: λ moves against the budget, every algorithm runs on the same path, and a stream
+resumed after SIGKILL equals an uninterrupted one."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CFG = os.path.join(ROOT, "configs", "dagrpo_stream.py")
+SMALL = ["--config.warmstart.steps=60", "--config.warmstart.examples_per_task=300",
+         "--config.stream.steps=(6,6,6)", "--config.stream.train_size=200",
+         "--config.eval.num_examples=16", "--config.rl.batch_prompts=4", "--config.rl.group=4",
+         "--config.train.save_every=3", "--config.train.log_every=1",
+         "--config.stream.post_switch_steps=2"]
+
+
+def dacl(*args, **kw):
+  env = {**os.environ, "JAX_PLATFORMS": "cpu"}
+  return subprocess.run([sys.executable, "-m", "dacl.cli", *args], capture_output=True, text=True,
+                        env=env, cwd=ROOT, **kw)
+
+
+def _rows(wd, algo="dagrpo"):
+  path = os.path.join(wd, "runs", f"{algo}_s0", "metrics.jsonl")
+  return [json.loads(l) for l in open(path)]
+
+
+def test_lambda_follows_usage_against_tau(tmp_path):
+  # τ = 0.5 with a warm start that offloads often (60% marker demos): usage starts above τ, so λ
+  # must rise; with λ_lr large it overshoots and usage falls below τ, where λ must fall.
+  r = dacl("train", f"--config={CFG}", f"--workdir={tmp_path}", *SMALL,
+           "--config.warmstart.offload_fraction=0.6", "--config.budget.tau=0.5",
+           "--config.rl.lam_lr=2.0", "--config.rl.lr=3e-3")
+  assert r.returncode == 0, r.stderr[-3000:]
+  rows = [x for x in _rows(tmp_path) if "lambda" in x]
+  assert len(rows) == 18
+  lam_prev = 0.0
+  moved_up = moved_down = False
+  for x in rows:
+    d = x["lambda"] - lam_prev
+    if x["cloud_rate"] > 0.5:
+      assert d > 0, x
+      moved_up = True
+    elif x["cloud_rate"] < 0.5 and lam_prev > 0:
+      assert d < 0 or x["lambda"] == 0.0, x
+      moved_down = True
+    lam_prev = x["lambda"]
+  assert moved_up
+  res = json.load(open(tmp_path / "results.json"))
+  a = res["algorithms"]["dagrpo"]
+  assert res["tasks"] == ["add2", "mul", "mixed3"] and res["budget"] == 0.5
+  assert np.asarray(a["R"]).shape == (3, 3) and np.asarray(a["U"]).shape == (3, 3)
+  for key in ("ACC", "BWT", "forgetting", "post_switch_accuracy", "usage_last_quarter", "cloud_calls"):
+    assert key in a
+  assert all(0 <= u <= 1 for row in a["U"] for u in row)
+  assert all(u <= 0.5 + 1e-9 for row in a["U_cap"] for u in row)   # the hard cap holds
+  r = dacl("report", str(tmp_path))
+  assert r.returncode == 0 and "ACC" in r.stdout
+  assert (tmp_path / "plots" / "lambda.png").exists()
+
+
+def test_all_algorithms_share_the_path(tmp_path):
+  small = [a for a in SMALL if not a.startswith("--config.stream.steps")]
+  r = dacl("train", f"--config={CFG}", f"--workdir={tmp_path}", *small,
+           "--config.stream.steps=(2,2,2)",
+           "--config.algorithms=('grpo_local','shaped','random_offload','router','cloud_only','local_only')")
+  assert r.returncode == 0, r.stderr[-3000:]
+  res = json.load(open(tmp_path / "results.json"))["algorithms"]
+  assert set(res) == {"grpo_local", "shaped", "random_offload", "router", "cloud_only", "local_only"}
+  assert all(u == 0 for row in res["grpo_local"]["U"] for u in row)
+  assert all(u == 0 for row in res["local_only"]["U"] for u in row)
+  assert all(u == 1 for row in res["cloud_only"]["U"] for u in row)
+  assert res["local_only"]["R"] == res["local_only"]["L"]
+  # random offload routes about τ of the prompts (16 eval prompts: loose bounds)
+  assert 0.0 < np.mean(res["random_offload"]["U"]) < 0.7
+
+
+def test_resume_mid_stream_equals_uninterrupted(tmp_path):
+  ref, cut = tmp_path / "ref", tmp_path / "cut"
+  assert dacl("train", f"--config={CFG}", f"--workdir={ref}", *SMALL).returncode == 0
+  env = {**os.environ, "JAX_PLATFORMS": "cpu"}
+  p = subprocess.Popen([sys.executable, "-m", "dacl.cli", "train", f"--config={CFG}",
+                        f"--workdir={cut}", *SMALL], cwd=ROOT, env=env,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+  ck = cut / "runs" / "dagrpo_s0" / "checkpoints"
+  deadline = time.time() + 300
+  while time.time() < deadline:   # kill inside task 2 (global step 9 checkpoint exists)
+    if ck.exists() and any(d.isdigit() and 9 <= int(d) < 18 for d in os.listdir(ck)):
+      break
+    time.sleep(0.05)
+  p.send_signal(signal.SIGKILL)
+  p.wait()
+  assert not (cut / "results.json").exists()
+  r = dacl("train", f"--config={CFG}", f"--workdir={cut}", *SMALL)
+  assert r.returncode == 0, r.stderr[-3000:]
+  strip = lambda rows: [{k: v for k, v in x.items() if k not in ("steps_per_s", "tokens_per_s")}
+                        for x in rows]
+  assert strip(_rows(cut)) == strip(_rows(ref))
+  a = json.load(open(ref / "results.json"))["algorithms"]["dagrpo"]
+  b = json.load(open(cut / "results.json"))["algorithms"]["dagrpo"]
+  for key in ("R", "L", "U", "ACC", "BWT", "post_switch_accuracy", "usage_last_quarter"):
+    assert a[key] == b[key], key
+
+
+def test_real_model_config_runs_two_steps(tmp_path):
+  """configs/dagrpo_smollm2_gsm.py (SmolLM2-135M-Instruct, GSM tasks, text-tag marker, chat
+  template) for two RL steps on CPU."""
+  cfg = os.path.join(ROOT, "configs", "dagrpo_smollm2_gsm.py")
+  r = dacl("train", f"--config={cfg}", f"--workdir={tmp_path}", "--config.warmstart.steps=1",
+           "--config.warmstart.batch_size=2", "--config.warmstart.examples_per_task=4",
+           "--config.warmstart.seq_len=320", "--config.stream.steps=(1,1)",
+           "--config.stream.train_size=8", "--config.rl.batch_prompts=2", "--config.rl.group=2",
+           "--config.rl.max_new_tokens=12", "--config.eval.num_examples=2",
+           "--config.stream.post_switch_steps=1")
+  assert r.returncode == 0, r.stderr[-3000:]
+  res = json.load(open(tmp_path / "results.json"))
+  assert res["tasks"] == ["gsm_symbolic", "gsm8k"]
+  a = res["algorithms"]["dagrpo"]
+  assert np.asarray(a["R"]).shape == (2, 2)
+  rows = [x for x in _rows(tmp_path) if "lambda" in x]
+  assert len(rows) == 2 and all(np.isfinite(x["loss"]) for x in rows)

@@ -1,0 +1,107 @@
+"""DA-GRPO kernels against hand-computed values."""
+import numpy as np
+import pytest
+import jax.numpy as jnp
+
+from dacl.rl import kernels as K
+from dacl.continual import metrics as cm
+
+
+def test_group_advantages_none_has_unbiased_factor():
+  r = jnp.asarray([[1.0, 0.0, 0.0, 1.0]])   # mean 0.5, G/(G-1) = 4/3
+  np.testing.assert_allclose(K.group_advantages(r, "none"), [[2 / 3, -2 / 3, -2 / 3, 2 / 3]], rtol=1e-6)
+
+
+def test_group_and_batch_scales():
+  r = jnp.asarray([[1.0, 0.0], [3.0, 3.0]])
+  # group: (1-0.5)/0.5 = 1 ; equal group -> 0
+  np.testing.assert_allclose(K.group_advantages(r, "group"), [[1.0, -1.0], [0.0, 0.0]], atol=1e-5)
+  # batch: centred per group, divided by the batch std of [1,0,3,3] = sqrt(1.6875)
+  sd = np.std([1.0, 0.0, 3.0, 3.0])
+  np.testing.assert_allclose(K.group_advantages(r, "batch"), [[0.5 / sd, -0.5 / sd], [0, 0]], atol=1e-5)
+  with pytest.raises(ValueError):
+    K.group_advantages(r, "nope")
+
+
+@pytest.mark.parametrize("scale", ["none", "group", "batch"])
+def test_equal_rewards_give_zero_advantage(scale):
+  r = jnp.full((3, 5), 0.7)
+  assert float(jnp.abs(K.group_advantages(r, scale)).max()) == 0.0
+
+
+def test_dual_advantage_hand_values():
+  # group of 4: rewards r = [1, 1, 0, 0], costs c = [1, 0, 0, 0]; λ = 0.5
+  r = jnp.asarray([[1.0, 1.0, 0.0, 0.0]])
+  c = jnp.asarray([[1.0, 0.0, 0.0, 0.0]])
+  ar = K.group_advantages(r, "none")            # (r - 0.5) * 4/3 = [2/3, 2/3, -2/3, -2/3]
+  ac = K.group_advantages(c, "none")            # (c - 0.25) * 4/3 = [1, -1/3, -1/3, -1/3]
+  a = K.dual_advantage(ar, ac, 0.5)
+  np.testing.assert_allclose(a, [[2 / 3 - 0.5, 2 / 3 + 1 / 6, -2 / 3 + 1 / 6, -2 / 3 + 1 / 6]], rtol=1e-6)
+  # the offloaded correct row is now worth less than the local correct row
+  assert a[0, 0] < a[0, 1]
+
+
+def test_projected_dual_ascent():
+  assert float(K.dual_ascent(0.2, 0.5, 0.3, 1.0)) == pytest.approx(0.4)   # usage above τ: rises
+  assert float(K.dual_ascent(0.2, 0.1, 0.3, 0.5)) == pytest.approx(0.1)   # below τ: falls
+  assert float(K.dual_ascent(0.05, 0.0, 0.3, 1.0)) == 0.0                 # projected at 0
+
+
+def test_shaped_reward():
+  np.testing.assert_allclose(K.shaped_reward(jnp.asarray([1.0, 1.0, 0.0]), jnp.asarray([1.0, 0.0, 1.0]), 0.3),
+                             [0.7, 1.0, -0.3], rtol=1e-6)
+
+
+def test_clipped_surrogate_hand_values():
+  logp = jnp.log(jnp.asarray([[1.5, 0.5, 1.1]]))   # ratios 1.5, 0.5, 1.1 against old = 0
+  old = jnp.zeros((1, 3))
+  pos, clip_pos = K.clipped_surrogate(logp, old, jnp.asarray([2.0]), 0.2)
+  # A > 0: min(ρA, clip(ρ)A) = [1.2*2, 0.5*2, 1.1*2]
+  np.testing.assert_allclose(-pos, [[2.4, 1.0, 2.2]], rtol=1e-6)
+  np.testing.assert_allclose(clip_pos, [[1.0, 0.0, 0.0]])
+  neg, _ = K.clipped_surrogate(logp, old, jnp.asarray([-1.0]), 0.2)
+  # A < 0: min(-ρ, -clip(ρ)) = [-1.5, -0.8, -1.1]
+  np.testing.assert_allclose(-neg, [[-1.5, -0.8, -1.1]], rtol=1e-6)
+  hi, _ = K.clipped_surrogate(logp, old, jnp.asarray([2.0]), 0.2, eps_high=0.28)
+  np.testing.assert_allclose(-hi, [[2.56, 1.0, 2.2]], rtol=1e-6)   # ε_high widens the upper clip
+
+
+def test_k3_kl():
+  lp = jnp.log(jnp.asarray([0.5, 0.2]))
+  ref = jnp.log(jnp.asarray([0.25, 0.2]))
+  r = np.log([0.5, 1.0])
+  np.testing.assert_allclose(K.k3_kl(lp, ref), np.exp(r) - r - 1, rtol=1e-6)
+  assert float(K.k3_kl(lp, ref)[1]) == 0.0
+
+
+def test_aggregations_and_masks():
+  x = jnp.asarray([[1.0, 2.0, 3.0], [4.0, 0.0, 0.0]])
+  m = jnp.asarray([[True, True, True], [True, False, False]])
+  s, d = K.token_mean(x, m)
+  assert (float(s), float(d)) == (10.0, 4.0)
+  s, d = K.sequence_mean(x, m)
+  assert (float(s), float(d)) == (2.0 + 4.0, 2.0)
+  local = jnp.asarray([[True, True, True, False]])     # ... marker is the last local token
+  cloud = jnp.asarray([[False, False, True, False]])
+  assert K.policy_mask(local, cloud).tolist() == [[True, True, False, False]]
+
+
+def test_grpo_loss_micro_batches_combine_exactly():
+  rng = np.random.default_rng(0)
+  lp = jnp.asarray(rng.normal(size=(4, 5)) * 0.1)
+  old = jnp.asarray(rng.normal(size=(4, 5)) * 0.1)
+  adv = jnp.asarray(rng.normal(size=4))
+  mask = jnp.asarray(rng.random((4, 5)) > 0.3)
+  s, d, _ = K.grpo_loss(lp, old, None, adv, mask)
+  s1, d1, _ = K.grpo_loss(lp[:2], old[:2], None, adv[:2], mask[:2])
+  s2, d2, _ = K.grpo_loss(lp[2:], old[2:], None, adv[2:], mask[2:])
+  assert float(s / d) == pytest.approx(float((s1 + s2) / (d1 + d2)), rel=1e-6)
+
+
+def test_continual_metrics():
+  R = [[0.8, 0.1, 0.0], [0.6, 0.9, 0.2], [0.4, 0.7, 0.5]]
+  assert cm.acc(R) == pytest.approx((0.4 + 0.7 + 0.5) / 3)
+  assert cm.bwt(R) == pytest.approx(((0.4 - 0.8) + (0.7 - 0.9)) / 2)
+  assert cm.forgetting(R) == pytest.approx([0.5, 0.2 / 0.9, 0.0])
+  assert cm.post_switch_accuracy([[1, 0, 1, 1], [0.5]], 2) == [0.5, 0.5]
+  assert cm.usage_last_quarter([[0, 0, 0, 1, 1, 1, 1, 1]]) == [1.0]

@@ -27,15 +27,15 @@ def get_config():
              task("products", "mul", min_terms=2, max_terms=2, min_digits=1, max_digits=2),
              task("basic_arithmetic", "mixed3", min_terms=3, max_terms=3, min_digits=1,
                   max_digits=1, operators=("+", "-", "*"), allow_parentheses=False)],
-      steps=(60, 60, 60), train_size=4000, post_switch_steps=10))
+      steps=(80, 80, 80), train_size=4000, post_switch_steps=10))
   c.budget = ml_collections.ConfigDict(dict(tau=0.3))
   c.warmstart = ml_collections.ConfigDict(dict(
-      steps=1200, batch_size=128, lr=6e-3, warmup_steps=50, seq_len=24,
+      steps=1000, batch_size=128, lr=6e-3, warmup_steps=50, seq_len=24,
       examples_per_task=6000, offload_fraction=0.15))
   c.rl = ml_collections.ConfigDict(dict(
-      lr=3e-4, warmup_steps=5, batch_prompts=16, group=8, grad_accum=1, max_new_tokens=8,
+      lr=2e-4, warmup_steps=5, batch_prompts=16, group=8, grad_accum=1, max_new_tokens=8,
       temperature=1.0, eps_low=0.2, eps_high=0.28, beta=0.0, aggregation="token-mean",
-      scale="none", gamma=0.5, lam_init=0.0, lam_lr=0.5))
+      scale="none", gamma=0.5, lam_init=0.0, lam_lr=0.25))
   c.cloud = ml_collections.ConfigDict(dict(
       backend="simulated", cache=True, timeout_s=30.0,
       kwargs=ml_collections.ConfigDict(dict(p_correct=0.9, latency_ms=0.0, seed=0))))

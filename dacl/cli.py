@@ -35,6 +35,8 @@ def parse_config(argv: list[str]):
     _die(f"config file not found: {path}")
   # Config files import `configs.base`: put the repo root (the config dir's parent) on the path.
   sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(path))))
+  saved_argv = sys.argv
+  sys.argv = ["dacl"] + list(argv)   # config_flags discovers --config.x overrides in sys.argv
   try:
     fv(["dacl"] + argv)
   except flags.Error as e:
@@ -44,6 +46,8 @@ def parse_config(argv: list[str]):
     _die(f"unknown config key in overrides: {msg}")
   except (TypeError, ValueError) as e:
     _die(f"bad config override: {e}")
+  finally:
+    sys.argv = saved_argv
   cfg = fv.config
   if not isinstance(cfg, config_dict.ConfigDict):
     _die(f"could not load config {path}: {getattr(cfg, '_error', cfg)}")

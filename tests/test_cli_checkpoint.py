@@ -64,6 +64,8 @@ def test_sigkill_then_resume_matches_uninterrupted(tmp_path):
   assert r.returncode == 0, r.stderr[-2000:]
   assert "resumed from" in r.stderr
   assert _metrics(cut) == _metrics(ref)
+  kept = sorted(int(d) for d in os.listdir(ref / "checkpoints") if d.isdigit())
+  assert kept == [16, 20, 24]   # save every 4 steps, keep 3
   a, b = json.load(open(ref / "results.json")), json.load(open(cut / "results.json"))
   assert a["accuracy"] == b["accuracy"] and a["examples"] == b["examples"]
   # eval of the final checkpoint reproduces the run's accuracy

@@ -52,3 +52,25 @@ def test_gguf_tokenizer_matches_reference_pretokenizer(smollm2):
   assert tok.decode(ids) == "Paris has 2,148,271 people."
   digits = [tok.decode([i]) for i in tok.encode("2148")]
   assert digits == ["2", "1", "4", "8"]   # individual digits, as SmolLM2's tokenizer.json
+
+
+def test_hf_tokenizer_dir_roundtrip(smollm2, tmp_path):
+  """tokenizer.json + tokenizer_config.json (bos/eos, chat template) load through from_dir and
+  through dacl.load on an HF checkpoint directory."""
+  import json
+  from dacl.tokenizers import HFTokenizer
+  model, _, tok = smollm2
+  tok.tok.save(str(tmp_path / "tokenizer.json"))
+  (tmp_path / "tokenizer_config.json").write_text(json.dumps(
+      {"bos_token": "<|im_start|>", "eos_token": {"content": "<|im_end|>"},
+       "chat_template": tok.chat_template}))
+  t2 = HFTokenizer.from_dir(str(tmp_path))
+  text = "Compute 12*7, then add 3."
+  assert t2.encode(text) == tok.encode(text)
+  assert t2.eos_id == tok.eos_id == 2 and t2.stop_ids[0] == 2
+  msgs = [{"role": "user", "content": "hi"}]
+  assert t2.apply_chat_template(msgs) == tok.apply_chat_template(msgs)
+  weights.save_hf_dir(model, str(tmp_path), model_type="llama")
+  m3, t3 = dacl.load(str(tmp_path))
+  assert t3.encode(text) == tok.encode(text)
+  assert dacl.generate(m3, t3, "What is the capital of France?", max_new_tokens=12).count("Paris")

@@ -12,7 +12,9 @@ def get_config():
   c.task.kwargs = ml_collections.ConfigDict(dict(min_terms=2, max_terms=2, min_digits=1,
                                                  max_digits=2))
   c.train.steps = 1500
-  c.train.batch_size = 64
+  c.train.batch_size = 128
+  c.optim.lr = 6e-3
+  c.optim.weight_decay = 0.1
   c.train.seq_len = 16
   c.train.eval_every = 500
   c.eval.max_new_tokens = 6

@@ -90,15 +90,21 @@ def write_plots(workdir: str) -> list[str]:
       continue
     fig, ax = plt.subplots(figsize=(5, 3.2))
     ax.plot(*zip(*pts), marker="o" if key == "eval_accuracy" else None)
-    ax.set_xlabel("step")
-    ax.set_ylabel(ylabel)
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    out = os.path.join(workdir, "plots", f"{key}.png")
-    fig.savefig(out, dpi=110)
-    plt.close(fig)
-    written.append(out)
+    written.append(_finish(fig, ax, "step", ylabel, os.path.join(workdir, "plots", f"{key}.png")))
   return written
+
+
+def _finish(fig, ax, xlabel, ylabel, out, legend=False) -> str:
+  import matplotlib.pyplot as plt
+  ax.set_xlabel(xlabel)
+  ax.set_ylabel(ylabel)
+  ax.grid(alpha=0.3)
+  if legend:
+    ax.legend(fontsize=7)
+  fig.tight_layout()
+  fig.savefig(out, dpi=110)
+  plt.close(fig)
+  return out
 
 
 def write_rl_plots(workdir: str, results: dict) -> list[str]:
@@ -132,15 +138,8 @@ def write_rl_plots(workdir: str, results: dict) -> list[str]:
           prev = r["task"]
     if key == "cloud_rate" and tau is not None:
       ax.axhline(tau, color="black", ls="--", lw=1, label=f"τ = {tau}")
-    ax.set_xlabel("RL step (task switches dotted)")
-    ax.set_ylabel(ylabel)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    out = os.path.join(workdir, "plots", f"{fname}.png")
-    fig.savefig(out, dpi=110)
-    plt.close(fig)
-    written.append(out)
+    written.append(_finish(fig, ax, "RL step (task switches dotted)", ylabel,
+                           os.path.join(workdir, "plots", f"{fname}.png"), legend=True))
   return written
 
 

@@ -5,4 +5,4 @@ cd "$(dirname "$0")/.."
 . launch/install.sh
 export JAX_PLATFORMS=${JAX_PLATFORMS:-cpu} HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1
 WORKDIR=${WORKDIR:-runs/main}
-dacl train --config=configs/sft_arith.py --workdir="$WORKDIR" "$@"
+dacl train --config=configs/dagrpo_stream.py --workdir="$WORKDIR" "$@"

@@ -301,8 +301,9 @@ def run_dagrpo(config, workdir: str) -> dict:
   os.makedirs(workdir, exist_ok=True)
   parallel.make_mesh(tuple(config.mesh.shape) or None)
   results = {"tasks": [t.name for t in map(build_task, config.stream.tasks)],
-             "budget": float(config.budget.tau), "cloud": f"{config.cloud.backend}"
-             + (" (simulated)" if config.cloud.backend == "simulated" else ""),
+             "budget": float(config.budget.tau),
+             "cloud": ("simulated (a simulation, not a real LLM)"
+                       if config.cloud.backend == "simulated" else config.cloud.backend),
              "algorithms": {}}
   for algo in config.algorithms:
     per_seed = []

@@ -92,13 +92,16 @@ def cmd_train(argv):
 def cmd_eval(argv):
   cfg, fv = parse_config(argv)
   from dacl.train.checkpoint import CheckpointError
-  from dacl.train.evaluate_run import run_eval
-  from dacl.report import print_tables
+  from dacl.report import print_eval_table, print_tables
   try:
-    results = run_eval(cfg, fv.workdir, step=fv.step)
+    if cfg.algorithm == "rl":
+      from dacl.rl.trainer import eval_runs
+      print_eval_table(eval_runs(cfg, fv.workdir, step=fv.step))
+    else:
+      from dacl.train.evaluate_run import run_eval
+      print_tables(run_eval(cfg, fv.workdir, step=fv.step))
   except CheckpointError as e:
     _die(str(e))
-  print_tables(results)
 
 
 def cmd_report(argv):

@@ -61,6 +61,20 @@ def rl_tables(results: dict) -> list:
   return out
 
 
+def print_eval_table(ev: dict) -> None:
+  """`dacl eval` of an RL run directory: R / R_cap / L / U per run and task."""
+  from rich.console import Console
+  from rich.table import Table
+  t = Table(title=f"dacl eval — budget τ={ev['budget']}; cells: R / R_cap / L / U")
+  t.add_column("run (checkpoint step)")
+  for name in ev["tasks"]:
+    t.add_column(name, justify="right")
+  for run, r in ev["runs"].items():
+    t.add_row(f"{run} ({r['step']})", *[f"{x['R']:.2f} / {x['R_cap']:.2f} / {x['L']:.2f} / {x['U']:.2f}"
+                                        for x in r["per_task"]])
+  Console(width=140).print(t)
+
+
 def print_tables(results: dict) -> None:
   from rich.console import Console
   c = Console(width=140)

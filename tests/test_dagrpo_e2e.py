@@ -62,6 +62,12 @@ def test_lambda_follows_usage_against_tau(tmp_path):
   r = dacl("report", str(tmp_path))
   assert r.returncode == 0 and "ACC" in r.stdout
   assert (tmp_path / "plots" / "lambda.png").exists()
+  # dacl eval on the final checkpoint reproduces the last row of R (same greedy eval, same cache)
+  r = dacl("eval", f"--config={CFG}", f"--workdir={tmp_path}", *SMALL,
+           "--config.warmstart.offload_fraction=0.6", "--config.budget.tau=0.5")
+  assert r.returncode == 0, r.stderr[-3000:]
+  ev = json.load(open(tmp_path / "eval.json"))["runs"]["dagrpo_s0"]
+  assert [x["R"] for x in ev["per_task"]] == pytest.approx(a["R"][-1], abs=1e-4)
 
 
 def test_all_algorithms_share_the_path(tmp_path):

@@ -313,3 +313,48 @@ def run_dagrpo(config, workdir: str) -> dict:
     results["algorithms"][algo] = aggregate(per_seed)
     write_json_atomic(os.path.join(workdir, "results.json"), results)
   return results
+
+
+def eval_runs(config, workdir: str, step=None) -> dict:
+  """`dacl eval` for an RL run directory: restore each (algorithm, seed) run's checkpoint
+  (latest, or `step`) and evaluate every stream task (R, R_cap, L, U). Strict restore."""
+  from dacl.train.checkpoint import CheckpointError
+  tau = float(config.budget.tau)
+  tasks = [build_task(t) for t in config.stream.tasks]
+  out = {"tasks": [t.name for t in tasks], "budget": tau, "runs": {}}
+  for algo in config.algorithms:
+    spec = get_algorithm(algo)
+    for seed in config.seeds:
+      run_dir = os.path.join(workdir, "runs", f"{algo}_s{seed}")
+      ckdir = os.path.join(run_dir, "checkpoints")
+      if not os.path.isdir(ckdir):
+        raise CheckpointError(f"no checkpoints to evaluate: {ckdir} does not exist")
+      model, tok = build_model_and_tokenizer(config.model, int(seed))
+      tx = make_optimizer(config.rl.lr, 1, 0)
+      graphdef, state = init_train_state(model, tx, int(seed))
+      ck = Checkpointer(ckdir)
+      state, rec, got = ck.restore(state, step)
+      ck.close()
+      sampler = Sampler(nnx.merge(graphdef, state.params), tok, max_cache_len=config.model.max_seq_len)
+      bridge = CloudBridge(make_cloud(config.cloud.backend, **dict(config.cloud.kwargs)),
+                           cache=config.cloud.cache, timeout_s=config.cloud.timeout_s)
+      if "bridge" in rec:
+        bridge.import_state(rec["bridge"])
+      router = None
+      if spec.route == "router":   # refit on the restored policy, as the trainer does per task
+        router = Router(tau)
+        k = min(rec["task_index"], len(tasks) - 1)
+        fmt = lambda p: format_prompt(tok, p, config.task_chat)
+        calib = tasks[k].examples("eval", config.eval.num_examples, seed=int(seed) + 1000)
+        o = sampler([fmt(e.prompt) for e in calib], jax.random.key(int(seed)), SamplingParams(
+            max_new_tokens=config.rl.max_new_tokens, temperature=0.0,
+            marker_ids=marker_ids(config, tok), ban_marker=True))
+        failed = np.array([1.0 - tasks[k].score(t, e) for t, e in zip(o.texts, calib)])
+        feats = prompt_features(sampler, [e.prompt for e in calib], fmt)
+        router.fit(feats[: len(calib) // 2], failed[: len(calib) // 2], feats[len(calib) // 2:])
+      rows = [evaluate_collab(sampler, t, t.examples("eval", config.eval.num_examples, seed=int(seed)),
+                              spec, bridge, tau, router, config, tok, int(seed)) for t in tasks]
+      bridge.close()
+      out["runs"][f"{algo}_s{seed}"] = {"step": got, "per_task": rows}
+  write_json_atomic(os.path.join(workdir, "eval.json"), out)
+  return out

@@ -3,6 +3,7 @@
 Cloud requests start inside the decode loop (io_callback) when a row emits the offload marker
 and are collected after decoding, so latency overlaps the rest of the decode.
   python benchmarks/cloud_overlap.py [--steps 6] [--warm 150] [--new 8]
+  python benchmarks/cloud_overlap.py --scratchpad 96 --new 128    # long completions
 """
 import argparse
 import os
@@ -27,19 +28,42 @@ from dacl.sampling import Sampler, next_bucket
 from dacl.train.sft import init_train_state, make_optimizer
 
 
+class _Scratchpad:
+  """A task whose demonstrations write a scratchpad of n characters before the answer."""
+
+  def __init__(self, task, n):
+    self.task, self.n, self.name = task, n, task.name
+
+  def examples(self, split, n, seed=0):
+    import dataclasses
+    pad = ("thinking " * (self.n // 9 + 1))[: self.n]
+    return [dataclasses.replace(e, solution=pad + " " + e.solution)
+            for e in self.task.examples(split, n, seed)]
+
+  def score(self, completion, ex):
+    return self.task.score(completion, ex)
+
+
 def main():
   ap = argparse.ArgumentParser()
   ap.add_argument("--steps", type=int, default=6)
   ap.add_argument("--warm", type=int, default=150)
   ap.add_argument("--new", type=int, default=8)
+  ap.add_argument("--scratchpad", type=int, default=0,
+                  help="long-completion variant: demonstrations write N scratchpad characters "
+                       "before the answer, so local rows decode ~N tokens")
   a = ap.parse_args()
   tmp = tempfile.mkdtemp()
   cfg, _ = parse_config([f"--config={os.path.join(ROOT, 'configs/dagrpo_stream.py')}",
                          f"--workdir={tmp}", f"--config.warmstart.steps={a.warm}",
                          "--config.warmstart.offload_fraction=0.4",
-                         "--config.warmstart.examples_per_task=2000"])
+                         "--config.warmstart.examples_per_task=2000",
+                         f"--config.warmstart.seq_len={24 + a.scratchpad}",
+                         f"--config.model.max_seq_len={64 + 2 * a.scratchpad}"])
   model, tok = build_model_and_tokenizer(cfg.model, 0)
   tasks = [build_task(t) for t in cfg.stream.tasks]
+  if a.scratchpad:
+    tasks = [_Scratchpad(t, a.scratchpad) for t in tasks]
   graphdef, params = warm_start(cfg, os.path.join(tmp, "ws"), model, tok, tasks, 0)
   rc = cfg.rl
   tx = make_optimizer(rc.lr, 100, 0)
@@ -74,8 +98,10 @@ def main():
   for lat in (0, 300):
     emit(bench="cloud_overlap", latency_ms=lat, step_s=round(float(np.median(times[lat])), 3),
          offload_rate=round(float(np.mean(offl[lat])), 3), rows=B * G, new_tokens=a.new,
+         scratchpad=a.scratchpad,
          steps=len(times[lat]), machine=machine())
-  emit(bench="cloud_overlap", ratio_300_over_0=round(float(np.median(times[300]) / np.median(times[0])), 3))
+  emit(bench="cloud_overlap", scratchpad=a.scratchpad,
+       ratio_300_over_0=round(float(np.median(times[300]) / np.median(times[0])), 3))
   for b in bridges.values():
     b.close()
 

@@ -14,14 +14,15 @@ def format_prompt(tokenizer, prompt: str, chat: bool) -> str:
 
 
 def evaluate(sampler: Sampler, task, examples, *, batch_size: int = 64, max_new_tokens: int = 16,
-             chat: bool = False, add_bos: bool = True, seed: int = 0, temperature: float = 0.0,
+             chat: bool = False, add_bos=None, seed: int = 0, temperature: float = 0.0,
              stop_strings: tuple = ()) -> dict:
   """{"accuracy", "n", "mean_length", "samples": [(prompt, completion, gold, score)...]}."""
   tok = sampler.tokenizer
   scores, lengths, samples = [], [], []
   for i in range(0, len(examples), batch_size):
     chunk = examples[i:i + batch_size]
-    prompts = [tok.encode(format_prompt(tok, e.prompt, chat), add_bos=add_bos) for e in chunk]
+    prompts = [tok.encode(format_prompt(tok, e.prompt, chat), add_bos=False if chat else add_bos)
+               for e in chunk]
     out = sampler(prompts, jax.random.key(seed + i), SamplingParams(
         max_new_tokens=max_new_tokens, temperature=temperature, stop_strings=stop_strings))
     for e, text, n in zip(chunk, out.texts, out.lengths):

@@ -246,6 +246,7 @@ class Sampler:
   def encode_prompts(self, prompts: Sequence[Union[str, Sequence[int]]]) -> list[list[int]]:
     out = []
     for p in prompts:
+      # Strings: the tokenizer's default BOS, exactly as SFT batches encode prompts.
       ids = list(self.tokenizer.encode(p)) if isinstance(p, str) else [int(t) for t in p]
       if not ids:
         raise ValueError("empty prompt: encode at least one token (e.g. a BOS token)")

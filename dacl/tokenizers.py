@@ -30,7 +30,9 @@ class ByteTokenizer:
       raise KeyError(f"unknown special token {token!r}; known: {list(self.special_ids)}")
     return self.special_ids[token]
 
-  def encode(self, text: str, add_bos: bool = False) -> list[int]:
+  def encode(self, text: str, add_bos: Optional[bool] = None) -> list[int]:
+    """add_bos: None = this tokenizer's default (True: from-scratch models always see <bos>)."""
+    add_bos = True if add_bos is None else add_bos
     ids, i = [], 0
     # Special tokens written literally in text are encoded as their ids.
     while i < len(text):

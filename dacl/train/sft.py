@@ -78,12 +78,13 @@ def make_train_step(graphdef, tx: optax.GradientTransformation, loss_fn=sft_loss
   return jax.jit(step, donate_argnums=0)
 
 
-def make_sft_batch(examples: Sequence, tokenizer, seq_len: int, add_bos: bool = True,
+def make_sft_batch(examples: Sequence, tokenizer, seq_len: int, add_bos=None,
                    chat: bool = False) -> dict:
   """Right-padded next-token batch. Loss only on the demonstration (and its EOS).
 
   Returns numpy tokens, targets, loss_mask, mask: [B, seq_len], and `truncated`: how many rows
-  were longer than seq_len and lost their end.
+  were longer than seq_len and lost their end. add_bos None: the tokenizer's default, as the
+  sampler encodes prompts; a chat-templated prompt never gets an extra BOS (the template has it).
   """
   B = len(examples)
   tokens = np.full((B, seq_len), tokenizer.pad_id, np.int32)
@@ -95,7 +96,7 @@ def make_sft_batch(examples: Sequence, tokenizer, seq_len: int, add_bos: bool = 
     prompt = ex.prompt
     if chat:
       prompt = tokenizer.apply_chat_template([{"role": "user", "content": prompt}])
-    p = tokenizer.encode(prompt, add_bos=add_bos)
+    p = tokenizer.encode(prompt, add_bos=False if chat else add_bos)
     t = tokenizer.encode(ex.solution, add_bos=False) + [tokenizer.eos_id]
     seq = (p + t)[: seq_len + 1]
     truncated += len(p) + len(t) > seq_len + 1

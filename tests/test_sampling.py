@@ -128,7 +128,8 @@ def test_prompt_longer_than_cache(tiny):
   with pytest.raises(sampling.PromptTooLongError, match="exceeds the KV cache length 64"):
     s(["x" * 60], jax.random.key(0), SamplingParams(max_new_tokens=8))
   with pytest.raises(ValueError, match="empty prompt"):
-    s([""], jax.random.key(0), SamplingParams(max_new_tokens=8))
+    s([[]], jax.random.key(0), SamplingParams(max_new_tokens=8))   # no tokens at all
+  assert s([""], jax.random.key(0), SamplingParams(max_new_tokens=2)).prompt_lengths[0] == 1  # <bos>
 
 
 def test_buckets_prevent_recompiles(tiny):

@@ -31,7 +31,7 @@ setup(
         "tensorboardX>=2.6",
     ],
     extras_require={
-        "test": ["pytest>=8", "pytest-xdist>=3.5"],
+        "test": ["pytest>=8", "pytest-xdist>=3.5", "datasets>=5.2,<6"],
         # torch must already be installed as the local CPU file (`pip install torch==2.13.0`);
         # this range is satisfied by it and so pulls nothing more.
         "torch": ["torch>=2.13,<2.14"],

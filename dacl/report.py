@@ -143,7 +143,11 @@ def write_rl_plots(workdir: str, results: dict) -> list[str]:
       rows = [r for r in read_jsonl(path) if r.get(key) is not None and "event" not in r]
       if not rows:
         continue
-      ax.plot([r["step"] for r in rows], [r[key] for r in rows], label=name, alpha=0.8)
+      algo, _, seed = name.rpartition("_s")
+      algos = sorted({os.path.basename(os.path.dirname(p)).rpartition("_s")[0] for p in runs})
+      style = ["-", "--", ":", "-."][int(seed) % 4] if seed.isdigit() else "-"
+      ax.plot([r["step"] for r in rows], [r[key] for r in rows], label=name, alpha=0.8,
+              color=plt.cm.tab10(algos.index(algo) % 10), ls=style)
       if key == "reward_mean":
         prev = None
         for r in rows:

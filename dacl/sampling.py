@@ -304,7 +304,8 @@ class Sampler:
       if hit and reason[n] != STOP_STRING:
         L = _shortest_prefix_containing(self.tokenizer, toks[n, :L], text[:cut + len(hit)])
         lengths[n], reason[n] = L, STOP_STRING
-      texts.append(_strip_stop(self.tokenizer.decode(toks[n, :lengths[n]]), params.stop_strings))
+        text = self.tokenizer.decode(toks[n, :L])   # decode again only when the row was cut
+      texts.append(_strip_stop(text, params.stop_strings))
     mask = np.arange(toks.shape[1])[None] < lengths[:, None]
     return SampleOutput(np.where(mask, toks, self.tokenizer.pad_id), np.where(mask, lps, 0.0),
                         np.where(mask, slps, 0.0), mask, lengths, reason, texts,

@@ -25,6 +25,8 @@ setup(
         "jinja2>=3.1",
         "reasoning-gym>=0.1.25,<0.2",
         "httpx>=0.28,<0.29",
+        "starlette>=1.0,<2",
+        "uvicorn>=0.54,<1",
         "tqdm>=4.66",
         "rich>=13",
         "matplotlib>=3.8",

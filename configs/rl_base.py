@@ -10,6 +10,21 @@ def task(name, display, fmt="expression", path="", **kw):
                                         kwargs=ml_collections.ConfigDict(dict(name=display, **kw))))
 
 
+def cloud_config() -> ml_collections.ConfigDict:
+  """`kwargs` configure the simulated back-end; the other fields an OpenAI-compatible endpoint
+  (backend="openai"; the key is read from the env var named by api_key_env). timeout_s is the
+  deadline per request, retries included. cache_path: "auto" = <workdir>/cloud_cache.sqlite
+  (answers persist across reruns and resumes), "" = memory only."""
+  return ml_collections.ConfigDict(dict(
+      backend="simulated", cache=True, cache_path="auto", timeout_s=30.0, max_tokens=256,
+      kwargs=ml_collections.ConfigDict(dict(p_correct=0.9, latency_ms=0.0, seed=0)),
+      base_url="", model="", api_key_env="", mode="chat",
+      system_prompt="Solve the problem. End your reply with '#### ' and the final number.",
+      max_concurrency=16, connect_timeout_s=5.0, read_timeout_s=20.0, max_retries=4,
+      backoff_base_s=0.5, backoff_max_s=10.0, retry_after_cap_s=30.0, breaker_threshold=8,
+      breaker_cooldown_s=30.0, price_prompt_per_1k=0.0, price_completion_per_1k=0.0, stop=()))
+
+
 def get_rl_base() -> ml_collections.ConfigDict:
   c = get_base()
   c.algorithm = "rl"
@@ -27,7 +42,5 @@ def get_rl_base() -> ml_collections.ConfigDict:
       lr=2e-4, warmup_steps=5, batch_prompts=16, group=8, grad_accum=1, max_new_tokens=8,
       temperature=1.0, eps_low=0.2, eps_high=0.28, beta=0.0, aggregation="token-mean",
       scale="none", gamma=0.5, lam_init=0.0, lam_lr=0.25))
-  c.cloud = ml_collections.ConfigDict(dict(
-      backend="simulated", cache=True, timeout_s=30.0,
-      kwargs=ml_collections.ConfigDict(dict(p_correct=0.9, latency_ms=0.0, seed=0))))
+  c.cloud = cloud_config()
   return c

@@ -3,6 +3,7 @@
   dacl train  --config=configs/X.py --workdir=DIR [--config.a.b=v ...]
   dacl eval   --config=configs/X.py --workdir=DIR [--step=N] [--config.a.b=v ...]
   dacl report DIR
+  dacl serve  --config=configs/serve_X.py [--host 127.0.0.1] [--port N] [--collab] [--workdir=DIR]
 """
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ def _die(msg: str, code: int = 2):
   sys.exit(code)
 
 
-def parse_config(argv: list[str]):
+def parse_config(argv: list[str], need_workdir: bool = True):
   """(config, flags) from absl-style argv through ml_collections config flags; clear errors."""
   from absl import flags
   from ml_collections import config_dict, config_flags
@@ -27,6 +28,10 @@ def parse_config(argv: list[str]):
                                   lock_config=True)
   flags.DEFINE_string("workdir", None, "run directory", flag_values=fv)
   flags.DEFINE_integer("step", None, "checkpoint step for eval (default: latest)", flag_values=fv)
+  flags.DEFINE_string("host", None, "serve: bind address (default config.serve.host)", flag_values=fv)
+  flags.DEFINE_integer("port", None, "serve: port (default config.serve.port)", flag_values=fv)
+  flags.DEFINE_bool("collab", None, "serve: collaborative mode (local SLM + cloud under tau)",
+                    flag_values=fv)
   cfg_arg = next((a.split("=", 1)[1] for a in argv if a.startswith("--config=")), None)
   if cfg_arg is None:
     _die("--config=PATH is required")
@@ -51,7 +56,7 @@ def parse_config(argv: list[str]):
   cfg = fv.config
   if not isinstance(cfg, config_dict.ConfigDict):
     _die(f"could not load config {path}: {getattr(cfg, '_error', cfg)}")
-  if not fv.workdir:
+  if need_workdir and not fv.workdir:
     _die("--workdir=DIR is required")
   return cfg, fv
 
@@ -114,6 +119,19 @@ def cmd_report(argv):
     _die(str(e))
 
 
+def cmd_serve(argv):
+  cfg, fv = parse_config(argv, need_workdir=False)
+  if "serve" not in cfg:
+    _die("this config has no `serve` section; use configs/serve_*.py")
+  from dacl.serve import serve
+  try:
+    serve(cfg, host=fv.host, port=fv.port, workdir=fv.workdir, collab=fv.collab)
+  except (RuntimeError, ValueError, FileNotFoundError) as e:
+    _die(str(e))
+  except KeyboardInterrupt:
+    pass
+
+
 def main(argv=None):
   argv = list(sys.argv[1:] if argv is None else argv)
   if not argv or argv[0] in ("-h", "--help", "help"):
@@ -127,6 +145,8 @@ def main(argv=None):
     cmd_eval(rest)
   elif cmd == "report":
     cmd_report(rest)
+  elif cmd == "serve":
+    cmd_serve(rest)
   else:
     _die(f"unknown command {cmd!r}\n{USAGE}")
   return 0

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import abc
 import dataclasses
+import hashlib
+import json
 from typing import Callable, Optional
 
 
@@ -39,6 +41,18 @@ class CloudResponse:
 
 class CloudLLM(abc.ABC):
   name: str = "cloud"
+  stats: dict = {}   # back-end counters (retries, faults by kind, ...); merged into run metrics
+
+  @property
+  def cache_id(self) -> str:
+    """Identity of the answers (endpoint, model, fixed generation settings): the persistent
+    cache's key prefix. Two back-ends with the same cache_id give interchangeable answers."""
+    return self.name
+
+  def cache_key(self, req: CloudRequest) -> str:
+    """Persistent-cache key: what determines the answer (never the bridge's row key)."""
+    blob = json.dumps([self.cache_id, req.prompt, int(req.max_tokens), float(req.temperature)])
+    return hashlib.sha256(blob.encode()).hexdigest()
 
   @abc.abstractmethod
   async def complete(self, requests: list[CloudRequest]) -> list[CloudResponse]:

@@ -36,6 +36,16 @@ class SimulatedCloud(CloudLLM):
     self.price_in, self.price_out = price_prompt_per_1k, price_completion_per_1k
     self.seed, self.fail_rate = seed, fail_rate
     self.calls = 0
+    self.stats = {}
+
+  @property
+  def cache_id(self) -> str:
+    return (f"simulated|{self.seed}|{self.p}|{sorted(self.p_task.items())}|{self.fail_rate}|"
+            f"{self.price_in}|{self.price_out}")
+
+  def cache_key(self, req: CloudRequest) -> str:   # the simulated answer depends on the row key
+    blob = f"{self.cache_id}|{req.key}|{req.gold}|{req.prompt}"
+    return hashlib.sha256(blob.encode()).hexdigest()
 
   def _rng(self, key: str) -> np.random.Generator:
     h = hashlib.sha256(f"{self.seed}:{key}".encode()).digest()

@@ -20,8 +20,7 @@ from flax import nnx
 
 from dacl import parallel
 from dacl.build import build_model_and_tokenizer, build_task
-from dacl.cloud import make_cloud
-from dacl.cloud.bridge import CloudBridge
+from dacl.cloud.config import bridge_from_config, describe as describe_cloud
 from dacl.continual import metrics as cm
 from dacl.data.tasks import Example
 from dacl.evaluation import format_prompt
@@ -117,7 +116,7 @@ def evaluate_collab(sampler, task, examples, spec, bridge, tau, router, config, 
       offload = np.zeros(n, bool)
   keys = [cloud_key(e, "eval") for e in examples]
   from dacl.cloud.protocol import CloudRequest
-  bridge.register([CloudRequest(k, e.prompt, 256, task=e.task, gold=e.answer)
+  bridge.register([CloudRequest(k, e.prompt, config.cloud.max_tokens, task=e.task, gold=e.answer)
                    for k, e in zip(keys, examples)])
   answers = bridge.collect([keys[i] for i in range(n) if offload[i]])
   cloud_scores = np.array([task.score(answers[keys[i]].text, examples[i])
@@ -169,8 +168,7 @@ def run_one(config, run_dir, algo_name, seed, shared_dir) -> dict:
              rec["task_index"], rec["lam"])
     writer.truncate_after(last)
   sampler = Sampler(nnx.merge(graphdef, state.params), tok, max_cache_len=config.model.max_seq_len)
-  cloud = make_cloud(config.cloud.backend, **dict(config.cloud.kwargs))
-  bridge = CloudBridge(cloud, cache=config.cloud.cache, timeout_s=config.cloud.timeout_s)
+  bridge = bridge_from_config(config.cloud, shared_dir)
   if "bridge" in rec:
     bridge.import_state(rec.pop("bridge"))
   eval_sets = [t.examples("eval", config.eval.num_examples, seed=seed) for t in tasks]
@@ -214,7 +212,7 @@ def run_one(config, run_dir, algo_name, seed, shared_dir) -> dict:
           sampler, examples, task_of, group=G, max_new_tokens=rc.max_new_tokens,
           temperature=rc.temperature, marker_ids=mk, route=spec.route, tau=tau, bridge=bridge,
           key=key, rng=np.random.default_rng([seed, gstep]), router=router, format_prompt=fmt,
-          marker_text=marker_text(config, tok))
+          marker_text=marker_text(config, tok), cloud_max_tokens=config.cloud.max_tokens)
       adv = compute_advantages(ro.reward.reshape(B, G), ro.cost.reshape(B, G),
                                np.float32(rec["lam"]), np.float32(rc.gamma), scale=rc.scale,
                                shaped=spec.shaped)
@@ -242,7 +240,8 @@ def run_one(config, run_dir, algo_name, seed, shared_dir) -> dict:
             "cloud_rate": usage, "offload_rate": float(ro.offload.mean()), "lambda": rec["lam"],
             "kl": float(m["kl"]), "clip_frac": float(m["clip_frac"]),
             "grad_norm": float(m["grad_norm"]), "faults": rec["faults"],
-            "cloud_calls": bridge.stats["calls"], "steps_per_s": config.train.log_every / max(dt, 1e-9),
+            "cloud_calls": bridge.stats["calls"], "cloud_faults": bridge.stats["faults"],
+            "cloud_retries": bridge.summary().get("backend_retries", 0), "steps_per_s": config.train.log_every / max(dt, 1e-9),
             "tokens_per_s": float(ro.mask.sum()) * config.train.log_every / max(dt, 1e-9)})
         bar.set_postfix(task=k, r=f"{ro.reward.mean():.2f}", c=f"{usage:.2f}", lam=f"{rec['lam']:.2f}")
       if ckpt.should_save(gstep):
@@ -267,7 +266,9 @@ def run_one(config, run_dir, algo_name, seed, shared_dir) -> dict:
       "usage_last_quarter": cm.usage_last_quarter(rec["step_usage"]),
       "cloud_calls": int(bridge.stats["calls"]), "cloud_faults": int(bridge.stats["faults"]),
       "cloud_cost": float(bridge.stats["cost"]), "final_lambda": rec["lam"], "seed": seed,
-      "rollout_faults": rec["faults"]}
+      "rollout_faults": rec["faults"],
+      "cloud_usage": {k: (round(v, 8) if isinstance(v, float) else v)
+                      for k, v in bridge.summary().items()}}
   write_json_atomic(os.path.join(run_dir, "run_results.json"), result)
   bridge.close()
   writer.close()
@@ -293,6 +294,8 @@ def aggregate(per_seed: list) -> dict:
     cols = list(zip(*[r[key] for r in per_seed]))
     out[key] = [None if any(v is None for v in c) else float(np.mean(c)) for c in cols]
   out["cloud_calls"] = int(round(out["cloud_calls"]))
+  usage = [r.get("cloud_usage") or {} for r in per_seed]
+  out["cloud_usage"] = {k: sum(u.get(k, 0) for u in usage) for k in usage[0]}   # totals over seeds
   out["per_seed"] = per_seed
   return out
 
@@ -302,8 +305,7 @@ def run_dagrpo(config, workdir: str) -> dict:
   parallel.make_mesh(tuple(config.mesh.shape) or None)
   results = {"tasks": [t.name for t in map(build_task, config.stream.tasks)],
              "budget": float(config.budget.tau),
-             "cloud": ("simulated (a simulation, not a real LLM)"
-                       if config.cloud.backend == "simulated" else config.cloud.backend),
+             "cloud": describe_cloud(config.cloud),
              "algorithms": {}}
   for algo in config.algorithms:
     per_seed = []
@@ -336,8 +338,7 @@ def eval_runs(config, workdir: str, step=None) -> dict:
       state, rec, got = ck.restore(state, step)
       ck.close()
       sampler = Sampler(nnx.merge(graphdef, state.params), tok, max_cache_len=config.model.max_seq_len)
-      bridge = CloudBridge(make_cloud(config.cloud.backend, **dict(config.cloud.kwargs)),
-                           cache=config.cloud.cache, timeout_s=config.cloud.timeout_s)
+      bridge = bridge_from_config(config.cloud, workdir)
       if "bridge" in rec:
         bridge.import_state(rec["bridge"])
       router = None

@@ -1,0 +1,22 @@
+"""Shared defaults of `dacl serve` configs: the model, the server, and (for --collab) the offload
+marker, the budget τ and the cloud (same fields as the training configs' `cloud`)."""
+import ml_collections
+
+from configs.base import get_base
+from configs.rl_base import cloud_config
+
+
+def get_serve_base() -> ml_collections.ConfigDict:
+  c = get_base()
+  c.algorithm = "serve"
+  c.serve = ml_collections.ConfigDict(dict(
+      host="127.0.0.1",       # loopback unless told otherwise
+      port=8000,
+      model_name="",          # the id /v1/models reports (default: model.weights or preset)
+      api_key_env="",         # env var holding the bearer token clients must send ("" = none)
+      max_batch=16, batch_wait_ms=5.0, default_max_tokens=256, max_n=8,
+      max_body_bytes=1 << 20, collab=False, log_level="warning"))
+  c.offload = ml_collections.ConfigDict(dict(marker="<cloud>"))
+  c.budget = ml_collections.ConfigDict(dict(tau=0.3))
+  c.cloud = cloud_config()
+  return c

@@ -1,0 +1,81 @@
+"""`dacl serve`: an OpenAI-compatible server over a dacl model, optionally collaborative."""
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import threading
+import time
+from typing import Optional
+
+log = logging.getLogger("dacl.serve")
+
+
+def build_app(config, workdir: Optional[str] = None, collab: Optional[bool] = None):
+  """config (configs/serve_*.py) -> App (ASGI). Loads the model and starts the batching engine."""
+  from dacl.build import build_model_and_tokenizer
+  from dacl.serve.engine import BatchingEngine
+  from dacl.serve.server import App
+  sc = config.serve
+  model, tok = build_model_and_tokenizer(config.model, int(config.seed))
+  engine = BatchingEngine(model, tok, max_batch=sc.max_batch, batch_wait_ms=sc.batch_wait_ms,
+                          max_cache_len=config.model.max_seq_len, seed=int(config.seed))
+  api_key = None
+  if sc.api_key_env:
+    api_key = os.environ.get(sc.api_key_env)
+    if not api_key:
+      raise RuntimeError(f"serve.api_key_env names {sc.api_key_env!r}, which is not set")
+  name = sc.model_name or config.model.weights or f"dacl-{config.model.preset}"
+  collaborator = None
+  if sc.collab if collab is None else collab:
+    from dacl.cloud.cache import ResponseCache
+    from dacl.cloud.config import cache_path, cloud_from_config
+    from dacl.serve.collab import Collaborator
+    path = cache_path(config.cloud, workdir) if (workdir or config.cloud.cache_path != "auto") else ""
+    marker = config.offload.marker
+    ids = tuple(tok.encode(marker, add_bos=False))
+    collaborator = Collaborator(
+        engine, cloud_from_config(config.cloud), ids, float(config.budget.tau),
+        marker_text=marker if len(ids) > 1 else "", cloud_timeout_s=config.cloud.timeout_s,
+        cloud_max_tokens=config.cloud.max_tokens, disk=ResponseCache(path) if path else None)
+  return App(engine, name, api_key, collaborator, sc.default_max_tokens, sc.max_n, sc.max_body_bytes)
+
+
+def _uvicorn_server(app, host: str, port: int, log_level: str = "warning"):
+  import uvicorn
+  return uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level=log_level,
+                                       access_log=False, lifespan="off"))
+
+
+def serve(config, host: Optional[str] = None, port: Optional[int] = None,
+          workdir: Optional[str] = None, collab: Optional[bool] = None) -> None:
+  """Blocking: run the server until interrupted."""
+  app = build_app(config, workdir, collab)
+  host = host or config.serve.host
+  port = config.serve.port if port is None else port
+  print(f"dacl serve: {app.model_name} on http://{host}:{port}/v1"
+        f"{' (collaborative, tau=%g)' % app.collab.tau if app.collab else ''}", flush=True)
+  _uvicorn_server(app, host, port, config.serve.log_level).run()
+  app.engine.close()
+
+
+class ServerThread:
+  """Run an App on 127.0.0.1 in a background thread (tests, benchmarks). port=0 picks a port."""
+
+  def __init__(self, app, host: str = "127.0.0.1", port: int = 0):
+    self.app = app
+    self.server = _uvicorn_server(app, host, port)
+    self.thread = threading.Thread(target=self.server.run, daemon=True, name="dacl-serve")
+    self.thread.start()
+    t0 = time.time()
+    while not self.server.started:
+      if not self.thread.is_alive() or time.time() - t0 > 30:
+        raise RuntimeError("server did not start")
+      time.sleep(0.02)
+    self.port = self.server.servers[0].sockets[0].getsockname()[1]
+    self.base_url = f"http://{host}:{self.port}/v1"
+
+  def close(self) -> None:
+    self.server.should_exit = True
+    self.thread.join(timeout=10)
+    self.app.engine.close()

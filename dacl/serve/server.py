@@ -1,0 +1,236 @@
+"""An OpenAI-compatible HTTP server backed by a dacl model (Starlette app, run by uvicorn).
+
+  POST /v1/chat/completions   POST /v1/completions   GET /v1/models   GET /health   GET /dacl/stats
+
+Concurrent requests batch in the BatchingEngine. Bad requests get OpenAI-style error bodies
+({"error": {"message", "type", "param", "code"}}) with 4xx codes. With a Collaborator (`--collab`)
+each answer carries `"dacl": {"route", "cost", "usage_rate"}` and an `x-dacl-route` header.
+Streaming is not supported (400).
+"""
+from __future__ import annotations
+
+import asyncio
+import hmac
+import json
+import logging
+import time
+import uuid
+from typing import Optional
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+from dacl.sampling import PromptTooLongError
+from dacl.serve.engine import BatchingEngine, GenParams
+
+log = logging.getLogger("dacl.serve")
+
+
+class BadRequest(Exception):
+  def __init__(self, message: str, param: Optional[str] = None, code: Optional[str] = None,
+               status: int = 400, type_: str = "invalid_request_error"):
+    super().__init__(message)
+    self.message, self.param, self.code, self.status, self.type = message, param, code, status, type_
+
+
+def error_response(e: BadRequest) -> JSONResponse:
+  return JSONResponse({"error": {"message": e.message, "type": e.type, "param": e.param,
+                                 "code": e.code}}, status_code=e.status)
+
+
+def _num(body: dict, name: str, default, lo: float, hi: float, integer: bool = False):
+  v = body.get(name, default)
+  if v is None:
+    return default
+  ok = isinstance(v, int) if integer else isinstance(v, (int, float))
+  if isinstance(v, bool) or not ok:
+    raise BadRequest(f"'{name}' must be {'an integer' if integer else 'a number'}", name)
+  if not lo <= v <= hi:
+    raise BadRequest(f"'{name}' must be in [{lo}, {hi}], got {v}", name)
+  return v
+
+
+def parse_params(body: dict, default_max_tokens: int, max_n: int) -> GenParams:
+  if body.get("stream"):
+    raise BadRequest("streaming is not supported by dacl serve; set stream=false", "stream")
+  mt = body.get("max_completion_tokens", body.get("max_tokens"))
+  mt = _num({"max_tokens": mt}, "max_tokens", default_max_tokens, 1, 1 << 20, integer=True)
+  stop = body.get("stop") or ()
+  if isinstance(stop, str):
+    stop = (stop,)
+  if not isinstance(stop, (list, tuple)) or not all(isinstance(s, str) and s for s in stop) \
+      or len(stop) > 4:
+    raise BadRequest("'stop' must be a non-empty string or a list of at most 4 of them", "stop")
+  return GenParams(max_tokens=mt, temperature=float(_num(body, "temperature", 1.0, 0.0, 2.0)),
+                   top_p=float(_num(body, "top_p", 1.0, 0.0, 1.0)),
+                   top_k=int(_num(body, "top_k", 0, 0, 1 << 20, integer=True)),
+                   n=int(_num(body, "n", 1, 1, max_n, integer=True)), stop=tuple(stop))
+
+
+def parse_messages(body: dict) -> list:
+  msgs = body.get("messages")
+  if not isinstance(msgs, list) or not msgs:
+    raise BadRequest("'messages' must be a non-empty list", "messages")
+  out = []
+  for i, m in enumerate(msgs):
+    if not isinstance(m, dict) or m.get("role") not in ("system", "developer", "user", "assistant"):
+      raise BadRequest(f"messages[{i}] needs a role of system|user|assistant", f"messages[{i}].role")
+    c = m.get("content")
+    if isinstance(c, list):   # content parts: text only
+      if not all(isinstance(p, dict) and p.get("type") == "text" and isinstance(p.get("text"), str)
+                 for p in c):
+        raise BadRequest(f"messages[{i}].content parts must be text parts", f"messages[{i}].content")
+      c = "".join(p["text"] for p in c)
+    if not isinstance(c, str):
+      raise BadRequest(f"messages[{i}].content must be a string", f"messages[{i}].content")
+    out.append({"role": "system" if m["role"] == "developer" else m["role"], "content": c})
+  return out
+
+
+class App:
+  def __init__(self, engine: BatchingEngine, model_name: str, api_key: Optional[str] = None,
+               collab=None, default_max_tokens: int = 256, max_n: int = 8,
+               max_body_bytes: int = 1 << 20):
+    self.engine, self.model_name, self.api_key, self.collab = engine, model_name, api_key, collab
+    self.default_max_tokens, self.max_n, self.max_body = default_max_tokens, max_n, max_body_bytes
+    self.created = int(time.time())
+    self.counts = {"requests": 0, "errors_4xx": 0, "errors_5xx": 0}
+    self.starlette = Starlette(routes=[
+        Route("/v1/chat/completions", self.chat, methods=["POST"]),
+        Route("/v1/completions", self.completions, methods=["POST"]),
+        Route("/v1/models", self.models, methods=["GET"]),
+        Route("/health", lambda r: JSONResponse({"ok": True}), methods=["GET"]),
+        Route("/dacl/stats", self.stats, methods=["GET"]),
+    ], exception_handlers={404: self._not_found, 405: self._not_allowed})
+
+  async def __call__(self, scope, receive, send):
+    await self.starlette(scope, receive, send)
+
+  async def _not_found(self, request, exc):
+    return error_response(BadRequest(f"no route {request.url.path}", code="not_found", status=404))
+
+  async def _not_allowed(self, request, exc):
+    return error_response(BadRequest(f"method {request.method} not allowed on {request.url.path}",
+                                      code="method_not_allowed", status=405))
+
+  def _auth(self, request: Request) -> None:
+    if self.api_key is None:
+      return
+    got = request.headers.get("authorization", "")
+    if not hmac.compare_digest(got.encode(), f"Bearer {self.api_key}".encode()):
+      raise BadRequest("invalid or missing API key (Authorization: Bearer ...)",
+                       code="invalid_api_key", status=401, type_="authentication_error")
+
+  async def _body(self, request: Request) -> dict:
+    raw = await request.body()
+    if len(raw) > self.max_body:
+      raise BadRequest(f"request body over {self.max_body} bytes", status=413)
+    try:
+      body = json.loads(raw)
+    except (ValueError, UnicodeDecodeError):
+      raise BadRequest("request body is not valid JSON")
+    if not isinstance(body, dict):
+      raise BadRequest("request body must be a JSON object")
+    model = body.get("model")
+    if model is not None and model != self.model_name:
+      raise BadRequest(f"model {model!r} does not exist; this server serves {self.model_name!r}",
+                       "model", "model_not_found", status=404)
+    return body
+
+  async def _handle(self, request: Request, kind: str) -> JSONResponse:
+    self.counts["requests"] += 1
+    try:
+      self._auth(request)
+      body = await self._body(request)
+      params = parse_params(body, self.default_max_tokens, self.max_n)
+      if kind == "chat":
+        msgs = parse_messages(body)
+        prompts = [self.engine.tokenizer.apply_chat_template(msgs, add_generation_prompt=True)]
+        cloud_prompts = [next((m["content"] for m in reversed(msgs) if m["role"] == "user"), "")]
+      else:
+        p = body.get("prompt")
+        prompts = [p] if isinstance(p, str) else p
+        if not isinstance(prompts, list) or not prompts or not all(isinstance(x, str) for x in prompts):
+          raise BadRequest("'prompt' must be a string or a non-empty list of strings", "prompt")
+        cloud_prompts = prompts
+      ids = [self.engine.encode(p) for p in prompts]
+      for x in ids:
+        self.engine.check_fits(x, params.max_tokens)
+      if self.collab is not None:
+        if params.n != 1:
+          raise BadRequest("n > 1 is not supported in collaborative mode", "n")
+        answers = await asyncio.gather(*(self.collab.answer_ids(x, cp, params)
+                                         for x, cp in zip(ids, cloud_prompts)))
+        results = [a.result for a in answers]
+      else:
+        answers = None
+        results = await asyncio.gather(*(asyncio.wrap_future(self.engine.submit(x, params))
+                                         for x in ids))
+    except PromptTooLongError as e:
+      return self._err(BadRequest(str(e), "messages" if kind == "chat" else "prompt",
+                                  "context_length_exceeded"))
+    except BadRequest as e:
+      return self._err(e)
+    except Exception as e:   # a bug, not the client's fault: 500 with no internals leaked
+      log.exception("request failed")
+      self.counts["errors_5xx"] += 1
+      return JSONResponse({"error": {"message": f"internal error ({type(e).__name__})",
+                                     "type": "server_error", "param": None, "code": None}},
+                          status_code=500)
+    return self._ok(kind, results, answers)
+
+  def _err(self, e: BadRequest) -> JSONResponse:
+    self.counts["errors_4xx"] += 1
+    return error_response(e)
+
+  def _ok(self, kind, results, answers) -> JSONResponse:
+    choices, pt, ct = [], 0, 0
+    for r in results:
+      pt += r.prompt_tokens
+      for c in r.completions:
+        ct += c.tokens
+        finish = "stop" if c.finish_reason == "marker" else c.finish_reason
+        i = len(choices)
+        choices.append({"index": i, "message": {"role": "assistant", "content": c.text},
+                        "finish_reason": finish} if kind == "chat" else
+                       {"index": i, "text": c.text, "logprobs": None, "finish_reason": finish})
+    body = {"id": f"{'chatcmpl' if kind == 'chat' else 'cmpl'}-{uuid.uuid4().hex[:24]}",
+            "object": "chat.completion" if kind == "chat" else "text_completion",
+            "created": int(time.time()), "model": self.model_name, "choices": choices,
+            "usage": {"prompt_tokens": pt, "completion_tokens": ct, "total_tokens": pt + ct}}
+    headers = {}
+    if answers is not None:
+      body["dacl"] = [{"route": a.route, "cost": a.cost, "cloud_latency_s": round(a.cloud_latency_s, 4),
+                       "usage_rate": round(a.usage_rate, 4), "cloud_error": a.cloud_error}
+                      for a in answers]
+      if len(body["dacl"]) == 1:
+        body["dacl"] = body["dacl"][0]
+      headers["x-dacl-route"] = ",".join(a.route for a in answers)
+    return JSONResponse(body, headers=headers)
+
+  async def chat(self, request):
+    return await self._handle(request, "chat")
+
+  async def completions(self, request):
+    return await self._handle(request, "completions")
+
+  async def models(self, request):
+    try:
+      self._auth(request)
+    except BadRequest as e:
+      return self._err(e)
+    return JSONResponse({"object": "list", "data": [
+        {"id": self.model_name, "object": "model", "created": self.created, "owned_by": "dacl"}]})
+
+  async def stats(self, request):
+    try:
+      self._auth(request)
+    except BadRequest as e:
+      return self._err(e)
+    out = {"server": self.counts, "engine": self.engine.stats}
+    if self.collab is not None:
+      out["collab"] = {**self.collab.stats, "usage_rate": self.collab.usage_rate,
+                       "tau": self.collab.tau}
+    return JSONResponse(out)

@@ -61,7 +61,7 @@ def test_clean_calls_bill_usage_and_resolve_model(server):
   for r in out:
     assert r.completion_tokens == 4 and r.prompt_tokens > 0
     assert r.cost == pytest.approx(r.prompt_tokens / 1000 * 1.0 + 4 / 1000 * 2.0)
-  assert c.stats["http_requests"] == 4 and c.stats["retries"] == 0
+  assert c.stats["http_requests"] == 5 and c.stats["retries"] == 0   # one GET /models, shared
 
 
 def test_chat_mode(server):
@@ -100,6 +100,11 @@ def test_faults_are_retried_or_counted_never_raised(server):
         assert time.perf_counter() - t >= 0.2          # Retry-After honoured
       if sched == ["truncated"]:
         assert c.stats["http_requests"] == 1           # served once: never paid twice
+    proxy.set_schedule(["429:0", "reset"])               # the model lookup retries too
+    time.sleep(0.05)
+    c = cloud(proxy.base_url)
+    out = run(c, reqs(3, "m"))
+    assert all(r.ok for r in out) and c.model == "dacl-tiny" and c.stats["retries"] == 2
     proxy.set_schedule(["500"] * 10)
     time.sleep(0.05)
     c = cloud(proxy.base_url, model="dacl-tiny", max_retries=1)

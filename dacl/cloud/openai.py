@@ -145,14 +145,47 @@ class OpenAICloud(CloudLLM):
   def cache_id(self) -> str:
     return f"openai|{self.base_url}|{self.model}|{self.mode}|{self.system_prompt}|{self.stop}"
 
-  async def _resolve_model(self) -> None:
-    """cloud.model empty: ask the endpoint (GET /models) and take its first model."""
-    if self.model:
-      return
-    r = await self._client.get(f"{self.base_url}/models")
-    r.raise_for_status()
-    self.model = r.json()["data"][0]["id"]
-    log.info("cloud model: %s (from %s/models)", self.model, self.base_url)
+  async def _resolve_model(self) -> Optional[CloudResponse]:
+    """cloud.model empty: ask the endpoint (GET /models, with retries) for its first model."""
+    async with self._model_lock:
+      if self.model:
+        return None
+      got = await self._send("GET", f"{self.base_url}/models", None)
+      if isinstance(got, tuple):
+        return got
+      try:
+        self.model = got.json()["data"][0]["id"]
+      except (ValueError, KeyError, IndexError, TypeError) as e:
+        return ("malformed", f"model list: {type(e).__name__}")
+      log.info("cloud model: %s (from %s/models)", self.model, self.base_url)
+      return None
+
+  async def _send(self, method: str, url: str, body):
+    """The HTTP call with retries: a 200 httpx.Response, or (fault kind, detail) after giving up."""
+    kind, detail = "connection", ""
+    for attempt in range(self.max_retries + 1):
+      wait = None
+      try:
+        async with self._sem:
+          self.stats["http_requests"] += 1
+          r = await self._client.request(method, url, json=body)
+        if r.status_code == 200:
+          return r
+        detail = f"HTTP {r.status_code}"
+        if r.status_code not in RETRY_STATUS:
+          return ("client_error", detail)
+        kind = "rate_limited" if r.status_code == 429 else "server_error"
+        wait = retry_after_s(r.headers, self.retry_after_cap_s)
+      except httpx.TimeoutException as e:
+        kind, detail = "timeout", type(e).__name__
+      except httpx.TransportError as e:
+        kind, detail = "connection", type(e).__name__
+      if attempt == self.max_retries:
+        break
+      self.stats["retries"] += 1
+      await asyncio.sleep(wait if wait is not None else
+                          backoff_s(attempt, self.base_s, self.max_s, self._rng))
+    return (kind, f"{detail} after {self.max_retries + 1} attempts")
 
   def _payload(self, req: CloudRequest) -> tuple[str, dict]:
     body = {"model": self.model, "max_tokens": req.max_tokens, "temperature": req.temperature}
@@ -187,48 +220,24 @@ class OpenAICloud(CloudLLM):
     t0 = time.perf_counter()
     if not self.breaker.allow():
       return self._fault(req, "breaker_open", "circuit breaker open; answered locally", t0)
-    try:
-      await self._resolve_model()
-    except (httpx.HTTPError, ValueError, KeyError, IndexError, TypeError) as e:
+    got = await self._resolve_model()
+    if got is None:
+      got = await self._send("POST", *self._payload(req))
+    if isinstance(got, tuple):
       self.breaker.record(False)
-      return self._fault(req, "connection", f"cannot list models: {type(e).__name__}", t0)
-    url, body = self._payload(req)
-    kind, detail = "connection", ""
-    for attempt in range(self.max_retries + 1):
-      wait = None
-      try:
-        async with self._sem:
-          self.stats["http_requests"] += 1
-          r = await self._client.post(url, json=body)
-        if r.status_code == 200:
-          try:
-            resp = self._parse(req, r.json(), time.perf_counter() - t0)
-          except (ValueError, KeyError, IndexError, TypeError) as e:
-            self.breaker.record(False)   # the server did the work; do not pay again
-            return self._fault(req, "malformed", f"{type(e).__name__} in response body", t0)
-          self.breaker.record(True)
-          return resp
-        detail = f"HTTP {r.status_code}"
-        if r.status_code not in RETRY_STATUS:
-          self.breaker.record(False)
-          return self._fault(req, "client_error", detail, t0)
-        kind = "rate_limited" if r.status_code == 429 else "server_error"
-        wait = retry_after_s(r.headers, self.retry_after_cap_s)
-      except httpx.TimeoutException as e:
-        kind, detail = "timeout", type(e).__name__
-      except httpx.TransportError as e:
-        kind, detail = "connection", type(e).__name__
-      if attempt == self.max_retries:
-        break
-      self.stats["retries"] += 1
-      await asyncio.sleep(wait if wait is not None else
-                          backoff_s(attempt, self.base_s, self.max_s, self._rng))
-    self.breaker.record(False)
-    return self._fault(req, kind, f"{detail} after {self.max_retries + 1} attempts", t0)
+      return self._fault(req, *got, t0)
+    try:
+      resp = self._parse(req, got.json(), time.perf_counter() - t0)
+    except (ValueError, KeyError, IndexError, TypeError) as e:
+      self.breaker.record(False)   # the server did the work: never retried, never paid twice
+      return self._fault(req, "malformed", f"{type(e).__name__} in response body", t0)
+    self.breaker.record(True)
+    return resp
 
   async def complete(self, requests):
     if self._sem is None:   # bound to the loop that runs the requests
       self._sem = asyncio.Semaphore(self.max_concurrency)
+      self._model_lock = asyncio.Lock()
     return list(await asyncio.gather(*(self._one(r) for r in requests)))
 
   async def aclose(self) -> None:

@@ -47,6 +47,7 @@ class FaultProxy:
     self.schedule, self.stall_s = list(schedule), stall_s
     self.counts: Counter = Counter()
     self._i = 0
+    self.inflight = 0   # requests being forwarded upstream right now
     self._loop = asyncio.new_event_loop()
     self._ready = threading.Event()
     self._thread = threading.Thread(target=self._run, args=(host, port), daemon=True,
@@ -88,8 +89,13 @@ class FaultProxy:
 
   async def _forward(self, method, path, headers, body):
     keep = {k: v for k, v in headers.items() if k in ("authorization", "content-type", "accept")}
-    r = await self._client.request(method, self.upstream + path, headers=keep, content=body)
+    self.inflight += 1
+    try:
+      r = await self._client.request(method, self.upstream + path, headers=keep, content=body)
+    finally:
+      self.inflight -= 1
     self.counts["forwarded"] += 1
+    self.counts[f"forwarded {method} {path}"] += 1
     return r.status_code, r.content
 
   async def _conn(self, reader, writer):

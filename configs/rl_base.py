@@ -41,6 +41,7 @@ def get_rl_base() -> ml_collections.ConfigDict:
   c.rl = ml_collections.ConfigDict(dict(
       lr=2e-4, warmup_steps=5, batch_prompts=16, group=8, grad_accum=1, max_new_tokens=8,
       temperature=1.0, eps_low=0.2, eps_high=0.28, beta=0.0, aggregation="token-mean",
-      scale="none", gamma=0.5, lam_init=0.0, lam_lr=0.25))
+      scale="none", gamma=0.5, lam_init=0.0, lam_lr=0.25,
+      pipeline=False))   # pipeline: one-step-off-policy rollouts that hide cloud latency
   c.cloud = cloud_config()
   return c

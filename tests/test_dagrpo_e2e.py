@@ -87,7 +87,10 @@ def test_all_algorithms_share_the_path(tmp_path):
 
 
 def test_resume_mid_stream_equals_uninterrupted(tmp_path):
+  # With rl.pipeline (one-step-off-policy rollouts): the pipeline drains before each checkpoint,
+  # so a resumed stream still equals an uninterrupted one.
   ref, cut = tmp_path / "ref", tmp_path / "cut"
+  SMALL = [*globals()["SMALL"], "--config.rl.pipeline=True"]
   assert dacl("train", f"--config={CFG}", f"--workdir={ref}", *SMALL).returncode == 0
   env = {**os.environ, "JAX_PLATFORMS": "cpu"}
   p = subprocess.Popen([sys.executable, "-m", "dacl.cli", "train", f"--config={CFG}",

@@ -42,8 +42,16 @@ class CloudBridge:
 
   # -- registration: the rollout registers the batch's requests before decoding --------------
   def register(self, requests: Iterable[CloudRequest]) -> None:
+    """Add requests that may be started by key (several batches can be registered at once)."""
     with self._lock:
-      self._pending = {r.key: r for r in requests}
+      self._pending.update((r.key, r) for r in requests)
+
+  def forget(self, keys: Iterable[str]) -> None:
+    """Drop registrations a batch no longer needs (after its collect)."""
+    with self._lock:
+      for k in keys:
+        if k not in self.inflight:
+          self._pending.pop(k, None)
 
   def submit(self, keys: Iterable[str]) -> None:
     """Start the registered requests for these keys now (idempotent per key)."""

@@ -36,12 +36,25 @@ class Rollout:
   texts: list
 
 
-def collaborative_rollout(sampler: Sampler, examples: Sequence, task_of, *, group: int,
-                          max_new_tokens: int, temperature: float, marker_ids: tuple,
-                          route: str, tau: float, bridge, key, rng: np.random.Generator,
-                          router=None, format_prompt=lambda p: p, split: str = "train",
-                          cloud_max_tokens: int = 256, marker_text: str = "") -> Rollout:
-  """One rollout batch. task_of(example) -> Task (for its verifier)."""
+@dataclasses.dataclass
+class PendingRollout:
+  """A decoded batch whose cloud answers may still be in flight (see `start_rollout`)."""
+  examples: list
+  keys: list
+  prompts: list
+  out: object                  # SampleOutput
+  offload: np.ndarray
+  grad_rows: np.ndarray
+  policy_routes: bool
+
+
+def start_rollout(sampler: Sampler, examples: Sequence, *, group: int, max_new_tokens: int,
+                  temperature: float, marker_ids: tuple, route: str, tau: float, bridge, key,
+                  rng: np.random.Generator, router=None, format_prompt=lambda p: p,
+                  split: str = "train", cloud_max_tokens: int = 256,
+                  marker_text: str = "") -> PendingRollout:
+  """Decode G samples per prompt; cloud requests start inside the decode loop as rows emit the
+  marker (or here, for routes decided outside the policy). Returns without waiting for them."""
   G = group
   keys = [cloud_key(e, split) for e in examples]
   requests = [CloudRequest(k, e.prompt, cloud_max_tokens, task=e.task, gold=e.answer)
@@ -72,20 +85,32 @@ def collaborative_rollout(sampler: Sampler, examples: Sequence, task_of, *, grou
     grad_rows = ~offload
   elif route == "always":
     offload = np.ones(N, bool)
+  if bridge is not None:             # routes decided outside the decode loop start now
+    bridge.submit(sorted({keys[n // G] for n in range(N) if offload[n]}))
+  prompt_ids = sampler.encode_prompts(prompts)
+  return PendingRollout(list(examples), keys, prompt_ids, out, offload, grad_rows, policy_routes)
+
+
+def finish_rollout(p: PendingRollout, task_of, group: int, bridge) -> Rollout:
+  """Wait for the batch's cloud answers and compute rewards. task_of(example) -> Task."""
+  G, out, offload = group, p.out, p.offload
+  N = len(p.examples) * G
   local_correct = np.zeros(N)
   reward = np.zeros(N)
   for n in range(N):
-    ex = examples[n // G]
-    if not (policy_routes and offload[n]):
+    ex = p.examples[n // G]
+    if not (p.policy_routes and offload[n]):
       local_correct[n] = task_of(ex).score(out.texts[n], ex)
   cost = np.zeros(N)
   faults = 0
-  need = sorted({keys[n // G] for n in range(N) if offload[n]})
+  need = sorted({p.keys[n // G] for n in range(N) if offload[n]})
   answers = bridge.collect(need) if (need and bridge is not None) else {}
+  if bridge is not None:
+    bridge.forget(p.keys)
   for n in range(N):
-    ex = examples[n // G]
+    ex = p.examples[n // G]
     if offload[n]:
-      r = answers.get(keys[n // G])
+      r = answers.get(p.keys[n // G])
       if r is not None and r.ok:
         reward[n] = task_of(ex).score(r.text, ex)
         cost[n] = 1.0
@@ -94,10 +119,16 @@ def collaborative_rollout(sampler: Sampler, examples: Sequence, task_of, *, grou
         reward[n] = local_correct[n]
     else:
       reward[n] = local_correct[n]
-  mask = out.mask & grad_rows[:, None]
-  prompt_ids = sampler.encode_prompts(prompts)
-  return Rollout(prompt_ids, out.tokens, out.logprobs, mask, reward, cost, offload.astype(bool),
+  mask = out.mask & p.grad_rows[:, None]
+  return Rollout(p.prompts, out.tokens, out.logprobs, mask, reward, cost, offload.astype(bool),
                  local_correct, faults, out.texts)
+
+
+def collaborative_rollout(sampler: Sampler, examples: Sequence, task_of, *, group: int,
+                          bridge, **kw) -> Rollout:
+  """One rollout batch, start to finish (see start_rollout for the arguments)."""
+  return finish_rollout(start_rollout(sampler, examples, group=group, bridge=bridge, **kw),
+                        task_of, group, bridge)
 
 
 def training_batch(ro: Rollout, group: int, pad_id: int, prompt_bucket: int) -> dict:

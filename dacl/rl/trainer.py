@@ -27,7 +27,7 @@ from dacl.evaluation import format_prompt
 from dacl.metrics import MetricsWriter, progress, write_json_atomic
 from dacl.rl import kernels
 from dacl.rl.algorithms import get_algorithm
-from dacl.rl.rollout import cloud_key, collaborative_rollout, training_batch
+from dacl.rl.rollout import cloud_key, finish_rollout, start_rollout, training_batch
 from dacl.rl.router import Router, prompt_features
 from dacl.rl.step import compute_advantages, make_rl_step
 from dacl.sampling import STOP_MARKER, Sampler, SamplingParams, next_bucket
@@ -119,6 +119,7 @@ def evaluate_collab(sampler, task, examples, spec, bridge, tau, router, config, 
   bridge.register([CloudRequest(k, e.prompt, config.cloud.max_tokens, task=e.task, gold=e.answer)
                    for k, e in zip(keys, examples)])
   answers = bridge.collect([keys[i] for i in range(n) if offload[i]])
+  bridge.forget(keys)
   cloud_scores = np.array([task.score(answers[keys[i]].text, examples[i])
                            if offload[i] and answers[keys[i]].ok else np.nan for i in range(n)])
   ok = offload & ~np.isnan(cloud_scores)
@@ -204,15 +205,28 @@ def run_one(config, run_dir, algo_name, seed, shared_dir) -> dict:
     pool = tasks[k].examples("train", config.stream.train_size, seed=seed + k)
     stream = BatchStream(pool, B, seed + 31 * k)
     n_steps = steps[k] if spec.train else 0
+
+    def start(s, gs):
+      return start_rollout(
+          sampler, stream.batch(s - 1), group=G, max_new_tokens=rc.max_new_tokens,
+          temperature=rc.temperature, marker_ids=mk, route=spec.route, tau=tau, bridge=bridge,
+          key=jax.random.fold_in(jax.random.key(seed), gs), rng=np.random.default_rng([seed, gs]),
+          router=router, format_prompt=fmt, marker_text=marker_text(config, tok),
+          cloud_max_tokens=config.cloud.max_tokens)
+
+    pending = None
     for s in range(rec["step_in_task"] + 1, n_steps + 1):
       gstep = rec["global_step"] + 1
-      examples = stream.batch(s - 1)
-      key = jax.random.fold_in(jax.random.key(seed), gstep)
-      ro = collaborative_rollout(
-          sampler, examples, task_of, group=G, max_new_tokens=rc.max_new_tokens,
-          temperature=rc.temperature, marker_ids=mk, route=spec.route, tau=tau, bridge=bridge,
-          key=key, rng=np.random.default_rng([seed, gstep]), router=router, format_prompt=fmt,
-          marker_text=marker_text(config, tok), cloud_max_tokens=config.cloud.max_tokens)
+      if pending is None:
+        pending = start(s, gstep)
+      nxt = None
+      # rl.pipeline: decode batch s+1 (with the pre-update policy: one step off-policy) before
+      # waiting for batch s's cloud answers, so their latency overlaps device work. The pipeline
+      # drains before checkpoints and task ends, so a resumed run equals an uninterrupted one.
+      if rc.pipeline and s < n_steps and not ckpt.should_save(gstep):
+        nxt = start(s + 1, gstep + 1)
+      ro = finish_rollout(pending, task_of, G, bridge)
+      pending = nxt
       adv = compute_advantages(ro.reward.reshape(B, G), ro.cost.reshape(B, G),
                                np.float32(rec["lam"]), np.float32(rc.gamma), scale=rc.scale,
                                shaped=spec.shaped)

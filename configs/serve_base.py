@@ -15,7 +15,8 @@ def get_serve_base() -> ml_collections.ConfigDict:
       model_name="",          # the id /v1/models reports (default: model.weights or preset)
       api_key_env="",         # env var holding the bearer token clients must send ("" = none)
       max_batch=16, batch_wait_ms=5.0, default_max_tokens=256, max_n=8,
-      max_body_bytes=1 << 20, collab=False, log_level="warning"))
+      max_body_bytes=1 << 20, collab=False, log_level="warning",
+      checkpoint=""))         # a `dacl train` checkpoints/ dir: serve that policy's parameters
   c.offload = ml_collections.ConfigDict(dict(marker="<cloud>"))
   c.budget = ml_collections.ConfigDict(dict(tau=0.3))
   c.cloud = cloud_config()

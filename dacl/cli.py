@@ -124,9 +124,10 @@ def cmd_serve(argv):
   if "serve" not in cfg:
     _die("this config has no `serve` section; use configs/serve_*.py")
   from dacl.serve import serve
+  from dacl.train.checkpoint import CheckpointError
   try:
     serve(cfg, host=fv.host, port=fv.port, workdir=fv.workdir, collab=fv.collab)
-  except (RuntimeError, ValueError, FileNotFoundError) as e:
+  except (RuntimeError, ValueError, FileNotFoundError, CheckpointError) as e:
     _die(str(e))
   except KeyboardInterrupt:
     pass

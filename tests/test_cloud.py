@@ -72,3 +72,25 @@ def test_bridge_counts_faults_and_never_raises():
   assert out[reqs[2].key].ok
   assert br.stats["faults"] == 2 and br.stats["calls"] == 3
   br.close()
+
+
+def test_overlapping_batches_share_a_key_without_cache():
+  """A pipelined rollout registers batch s+1 before batch s is collected; a prompt in both is
+  asked once (while in flight) and answers both, even with the cache off."""
+  cloud = make_cloud("simulated", seed=0)
+  br = CloudBridge(cloud, cache=False)
+  a = [CloudRequest("k", "1+1=", gold="2"), CloudRequest("a", "2+2=", gold="4")]
+  b = [CloudRequest("k", "1+1=", gold="2"), CloudRequest("b", "3+3=", gold="6")]
+  br.register(a)
+  br.submit(["k"])
+  br.register(b)                  # batch s+1, decoded before batch s is collected
+  br.submit(["k", "b"])
+  assert set(br.collect(["k", "a"])) == {"k", "a"}
+  br.forget([r.key for r in a])
+  out = br.collect(["k", "b"])     # the one in-flight answer to "k" serves both batches
+  br.forget([r.key for r in b])
+  assert out["k"].ok and out["k"].cached and out["b"].ok and cloud.calls == 3
+  assert br.stats["calls"] == 3 and br.stats["cache_hits"] == 1
+  assert not br.inflight and not br._shared
+  assert not br._pending and not br._refs
+  br.close()

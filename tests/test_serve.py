@@ -125,3 +125,26 @@ def test_collab_server_reports_route_and_cost():
     assert r.status_code == 400 and r.json()["error"]["param"] == "n"
   finally:
     srv.close()
+
+
+def test_serve_restores_a_trained_policy(tmp_path):
+  import jax
+  import numpy as np
+  from flax import nnx
+  from configs.serve_tiny import get_config
+  from dacl.build import build_model_and_tokenizer
+  from dacl.serve import restore_policy
+  from dacl.train.checkpoint import CheckpointError, Checkpointer
+  from dacl.train.sft import init_train_state, make_optimizer
+  c = get_config()
+  trained, _ = build_model_and_tokenizer(c.model, seed=7)          # stands in for a trained run
+  graphdef, state = init_train_state(trained, make_optimizer(3e-3, 100, 5, 0.1), 7)
+  ck = Checkpointer(str(tmp_path / "checkpoints"))
+  ck.save(5, state, {"note": "x"})
+  ck.close()
+  fresh, _ = build_model_and_tokenizer(c.model, seed=0)
+  got = restore_policy(fresh, str(tmp_path / "checkpoints"))
+  a, b = nnx.state(got, nnx.Param), nnx.state(trained, nnx.Param)
+  assert all(np.array_equal(x, y) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
+  with pytest.raises(CheckpointError):
+    restore_policy(fresh, str(tmp_path / "nothing_here"))

@@ -38,20 +38,32 @@ class CloudBridge:
     self._loop = asyncio.new_event_loop()
     self._thread = threading.Thread(target=self._loop.run_forever, name="dacl-cloud", daemon=True)
     self._thread.start()
-    self._pending: dict[str, CloudRequest] = {}   # registered, not yet started
+    self._pending: dict[str, CloudRequest] = {}   # registered requests, by key
+    self._refs: dict[str, int] = {}                # registered batches holding each key
+    self._shared: set = set()                      # answered keys kept for a second batch
 
   # -- registration: the rollout registers the batch's requests before decoding --------------
   def register(self, requests: Iterable[CloudRequest]) -> None:
     """Add requests that may be started by key (several batches can be registered at once)."""
     with self._lock:
-      self._pending.update((r.key, r) for r in requests)
+      for r in requests:
+        self._pending[r.key] = r
+        self._refs[r.key] = self._refs.get(r.key, 0) + 1
 
   def forget(self, keys: Iterable[str]) -> None:
-    """Drop registrations a batch no longer needs (after its collect)."""
+    """Release one batch's registrations (after its collect); a key that another registered
+    batch shares (a pipelined rollout) stays registered until that batch forgets it too."""
     with self._lock:
       for k in keys:
-        if k not in self.inflight:
+        n = self._refs.get(k, 0) - 1
+        if n > 0:
+          self._refs[k] = n
+        else:
+          self._refs.pop(k, None)
           self._pending.pop(k, None)
+          if k in self._shared:
+            self._shared.discard(k)
+            self.inflight.pop(k, None)
 
   def submit(self, keys: Iterable[str]) -> None:
     """Start the registered requests for these keys now (idempotent per key)."""
@@ -96,10 +108,21 @@ class CloudBridge:
         out[k] = CloudResponse(**{**r.__dict__, "cached": True})
         self.stats["cache_hits"] += 1
         continue
-      fut = self.inflight.pop(k, None)
+      fut = self.inflight.get(k)
       if fut is None:
         raise KeyError(f"cloud request {k!r} was never registered")
       r = fut.result()
+      if k in self._shared:   # the second registered batch (pipelining) reuses the one answer
+        self._shared.discard(k)
+        self.inflight.pop(k, None)
+        out[k] = CloudResponse(**{**r.__dict__, "cached": True})
+        self.stats["cache_hits"] += 1
+        continue
+      with self._lock:
+        if self._refs.get(k, 0) > 1:
+          self._shared.add(k)   # another batch registered this key: keep its future for it
+        else:
+          self.inflight.pop(k, None)
       self.stats["calls"] += 1
       if r.ok:
         self.stats["prompt_tokens"] += r.prompt_tokens

@@ -11,6 +11,22 @@ from typing import Optional
 log = logging.getLogger("dacl.serve")
 
 
+def restore_policy(model, ckdir: str, seed: int = 0):
+  """The parameters of a `dacl train` checkpoint directory (SFT or RL run; latest step) into
+  `model`, which must be built from the same model config. Strict: CheckpointError on mismatch."""
+  from flax import nnx
+  from dacl.train.checkpoint import Checkpointer
+  from dacl.train.sft import init_train_state, make_optimizer
+  graphdef, state = init_train_state(model, make_optimizer(1e-4, 1, 0), seed)
+  ck = Checkpointer(ckdir)
+  try:
+    state, _, step = ck.restore(state)
+  finally:
+    ck.close()
+  log.info("serving parameters of %s step %d", ckdir, step)
+  return nnx.merge(graphdef, state.params)
+
+
 def build_app(config, workdir: Optional[str] = None, collab: Optional[bool] = None):
   """config (configs/serve_*.py) -> App (ASGI). Loads the model and starts the batching engine."""
   from dacl.build import build_model_and_tokenizer
@@ -18,6 +34,8 @@ def build_app(config, workdir: Optional[str] = None, collab: Optional[bool] = No
   from dacl.serve.server import App
   sc = config.serve
   model, tok = build_model_and_tokenizer(config.model, int(config.seed))
+  if sc.checkpoint:
+    model = restore_policy(model, sc.checkpoint, int(config.seed))
   engine = BatchingEngine(model, tok, max_batch=sc.max_batch, batch_wait_ms=sc.batch_wait_ms,
                           max_cache_len=config.model.max_seq_len, seed=int(config.seed))
   api_key = None

@@ -155,7 +155,10 @@ class App:
         if not isinstance(prompts, list) or not prompts or not all(isinstance(x, str) for x in prompts):
           raise BadRequest("'prompt' must be a string or a non-empty list of strings", "prompt")
         cloud_prompts = prompts
-      ids = [self.engine.encode(p) for p in prompts]
+      try:
+        ids = [self.engine.encode(p) for p in prompts]
+      except ValueError as e:   # e.g. an empty prompt with a tokenizer that adds no BOS
+        raise BadRequest(str(e), "messages" if kind == "chat" else "prompt")
       for x in ids:
         self.engine.check_fits(x, params.max_tokens)
       if self.collab is not None:

@@ -41,7 +41,9 @@ def get_rl_base() -> ml_collections.ConfigDict:
   c.rl = ml_collections.ConfigDict(dict(
       lr=2e-4, warmup_steps=5, batch_prompts=16, group=8, grad_accum=1, max_new_tokens=8,
       temperature=1.0, eps_low=0.2, eps_high=0.28, beta=0.0, aggregation="token-mean",
-      scale="none", gamma=0.5, lam_init=0.0, lam_lr=0.25,
+      scale="none", gamma=0.5, lam_init=0.0,
+      lam_lr=0.1,        # K_i: step of the projected dual ascent (the integral term)
+      lam_kp=4.0,        # K_p: proportional gain of the PI multiplier; 0 = plain dual ascent
       pipeline=False))   # pipeline: one-step-off-policy rollouts that hide cloud latency
   c.cloud = cloud_config()
   return c

@@ -114,7 +114,7 @@ def _finish(fig, ax, xlabel, ylabel, out, legend=False) -> str:
   ax.set_ylabel(ylabel)
   ax.grid(alpha=0.3)
   if legend:
-    ax.legend(fontsize=7)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0)
   fig.tight_layout()
   fig.savefig(out, dpi=110)
   plt.close(fig)
@@ -137,23 +137,22 @@ def write_rl_plots(workdir: str, results: dict) -> list[str]:
   for key, ylabel, fname in (("reward_mean", "training accuracy (with collaboration)", "accuracy"),
                              ("cloud_rate", "cloud-usage rate", "cloud_rate"),
                              ("lambda", "λ (budget multiplier)", "lambda")):
-    fig, ax = plt.subplots(figsize=(7, 3.6))
+    fig, ax = plt.subplots(figsize=(8.5, 3.6))
+    switches = set()
     for path in runs:
       name = os.path.basename(os.path.dirname(path))
       rows = [r for r in read_jsonl(path) if r.get(key) is not None and "event" not in r]
-      if not rows:
-        continue
+      if not rows or (key == "lambda" and not any(r[key] for r in rows)):
+        continue   # λ is plotted only for runs where it moved (the dual algorithms)
       algo, _, seed = name.rpartition("_s")
       algos = sorted({os.path.basename(os.path.dirname(p)).rpartition("_s")[0] for p in runs})
       style = ["-", "--", ":", "-."][int(seed) % 4] if seed.isdigit() else "-"
       ax.plot([r["step"] for r in rows], [r[key] for r in rows], label=name, alpha=0.8,
               color=plt.cm.tab10(algos.index(algo) % 10), ls=style)
-      if key == "reward_mean":
-        prev = None
-        for r in rows:
-          if prev is not None and r["task"] != prev:
-            ax.axvline(r["step"], color="grey", lw=0.6, ls=":")
-          prev = r["task"]
+      # a task ends at its last logged step (the loop always logs a task's final step)
+      switches |= {a["step"] for a, b in zip(rows, rows[1:]) if a.get("task") != b.get("task")}
+    for step in sorted(switches):
+      ax.axvline(step, color="grey", lw=0.6, ls=":")
     if key == "cloud_rate" and tau is not None:
       ax.axhline(tau, color="black", ls="--", lw=1, label=f"τ = {tau}")
     written.append(_finish(fig, ax, "RL step (task switches dotted)", ylabel,

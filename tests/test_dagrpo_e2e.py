@@ -31,25 +31,28 @@ def _rows(wd, algo="dagrpo"):
 
 
 def test_lambda_follows_usage_against_tau(tmp_path):
-  # τ = 0.5 with a warm start that offloads often (60% marker demos): usage starts above τ, so λ
-  # must rise; with λ_lr large it overshoots and usage falls below τ, where λ must fall.
+  # τ = 0.5 with a warm start that offloads often (60% marker demos): usage starts above τ, so the
+  # dual-ascent (integral) term must rise; with a large K_i it overshoots and usage falls below τ,
+  # where it must fall. λ itself is the PI output max(0, I + K_p(u − τ)).
+  kp = 1.5
   r = dacl("train", f"--config={CFG}", f"--workdir={tmp_path}", *SMALL,
            "--config.warmstart.offload_fraction=0.6", "--config.budget.tau=0.5",
-           "--config.rl.lam_lr=2.0", "--config.rl.lr=3e-3")
+           "--config.rl.lam_lr=2.0", f"--config.rl.lam_kp={kp}", "--config.rl.lr=3e-3")
   assert r.returncode == 0, r.stderr[-3000:]
   rows = [x for x in _rows(tmp_path) if "lambda" in x]
   assert len(rows) == 18
-  lam_prev = 0.0
+  i_prev = 0.0
   moved_up = moved_down = False
   for x in rows:
-    d = x["lambda"] - lam_prev
+    i = x["lambda_integral"]
     if x["cloud_rate"] > 0.5:
-      assert d > 0, x
+      assert i > i_prev, x
       moved_up = True
-    elif x["cloud_rate"] < 0.5 and lam_prev > 0:
-      assert d < 0 or x["lambda"] == 0.0, x
+    elif x["cloud_rate"] < 0.5 and i_prev > 0:
+      assert i < i_prev or i == 0.0, x
       moved_down = True
-    lam_prev = x["lambda"]
+    assert x["lambda"] == pytest.approx(max(0.0, i + kp * (x["cloud_rate"] - 0.5)), abs=1e-5)
+    i_prev = i
   assert moved_up
   res = json.load(open(tmp_path / "results.json"))
   a = res["algorithms"]["dagrpo"]

@@ -47,6 +47,21 @@ def test_projected_dual_ascent():
   assert float(K.dual_ascent(0.05, 0.0, 0.3, 1.0)) == 0.0                 # projected at 0
 
 
+def test_pi_lagrangian():
+  # K_p = 0 is plain projected dual ascent: λ = I
+  lam, i = K.pi_lagrangian(0.2, 0.5, 0.3, 1.0, 0.0)
+  assert float(lam) == pytest.approx(0.4) and float(i) == pytest.approx(0.4)
+  # I = 0.2 + 0.5·0.2 = 0.3; λ = 0.3 + 2·0.2 = 0.7
+  lam, i = K.pi_lagrangian(0.2, 0.5, 0.3, 0.5, 2.0)
+  assert float(i) == pytest.approx(0.3) and float(lam) == pytest.approx(0.7)
+  # below τ the P term pulls λ under I at once: I = 0.5 − 0.1·0.2 = 0.48; λ = 0.48 − 2·0.2 = 0.08
+  lam, i = K.pi_lagrangian(0.5, 0.1, 0.3, 0.1, 2.0)
+  assert float(i) == pytest.approx(0.48) and float(lam) == pytest.approx(0.08)
+  # both projected at 0
+  lam, i = K.pi_lagrangian(0.01, 0.0, 0.3, 0.1, 2.0)
+  assert float(i) == 0.0 and float(lam) == 0.0
+
+
 def test_shaped_reward():
   np.testing.assert_allclose(K.shaped_reward(jnp.asarray([1.0, 1.0, 0.0]), jnp.asarray([1.0, 0.0, 1.0]), 0.3),
                              [0.7, 1.0, -0.3], rtol=1e-6)

@@ -15,7 +15,7 @@ class AlgoSpec:
   name: str
   route: str            # policy | never | random | router | always
   train: bool = True    # runs RL steps (cloud_only / local_only only evaluate)
-  dual: bool = False    # λ updated by projected dual ascent (DA-GRPO)
+  dual: bool = False    # λ updated by (PI-controlled) projected dual ascent (DA-GRPO)
   shaped: bool = False  # fixed penalty r − γ·c, no dual update
 
   @property

@@ -41,6 +41,17 @@ def dual_ascent(lam, usage, tau, lr):
   return jnp.maximum(0.0, lam + lr * (usage - tau))
 
 
+def pi_lagrangian(integral, usage, tau, ki, kp):
+  """PI-controlled multiplier (Stooke et al., 2020): the integral term is the projected dual
+  ascent above, I ← max(0, I + K_i(Ĵ_c − τ)); the proportional term reacts to the current error,
+  λ = max(0, I + K_p(Ĵ_c − τ)). With K_p = 0, λ = I is plain dual ascent. The P term damps the
+  overshoot that pure integration gets when the policy lags λ. Returns (λ, I), scalars.
+  """
+  err = usage - tau
+  integral = dual_ascent(integral, usage, tau, ki)
+  return jnp.maximum(0.0, integral + kp * err), integral
+
+
 def shaped_reward(reward, cost, gamma):
   """Fixed-penalty baseline: r − γ·c."""
   return reward - gamma * cost

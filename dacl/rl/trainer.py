@@ -2,7 +2,8 @@
 
 For every (algorithm, seed): warm-start SFT (shared per seed; its demonstrations include offload
 examples), then for each task T_k of the stream, N_k RL steps of
-  collaborative rollout -> advantages (A^r − λ·A^c) -> clipped surrogate step -> λ dual ascent,
+  collaborative rollout -> advantages (A^r − λ·A^c) -> clipped surrogate step -> λ update
+  (projected dual ascent plus a proportional term, `kernels.pi_lagrangian`),
 and after each task an evaluation of every task (R, L, U, with and without a hard budget cap).
 Everything a resumed run needs (params, optimizer, λ, task index, step, matrices so far) is in
 the Orbax checkpoint; rerunning the command resumes.
@@ -237,7 +238,9 @@ def run_one(config, run_dir, algo_name, seed, shared_dir) -> dict:
       refresh_sampler()
       usage = float(ro.cost.mean())
       if spec.dual:
-        rec["lam"] = float(kernels.dual_ascent(rec["lam"], usage, tau, rc.lam_lr))
+        lam, integral = kernels.pi_lagrangian(rec.get("lam_integral", rec["lam"]), usage, tau,
+                                              rc.lam_lr, rc.lam_kp)
+        rec["lam"], rec["lam_integral"] = float(lam), float(integral)
       rec["step_rewards"][k].append(float(ro.reward.mean()))
       rec["step_usage"][k].append(usage)
       rec["faults"] += ro.faults
@@ -252,6 +255,7 @@ def run_one(config, run_dir, algo_name, seed, shared_dir) -> dict:
             "task": tasks[k].name, "task_index": k, "loss": float(m["loss"]),
             "reward_mean": float(ro.reward.mean()), "local_acc": float(ro.local_correct.mean()),
             "cloud_rate": usage, "offload_rate": float(ro.offload.mean()), "lambda": rec["lam"],
+            "lambda_integral": rec.get("lam_integral", rec["lam"]),
             "kl": float(m["kl"]), "clip_frac": float(m["clip_frac"]),
             "grad_norm": float(m["grad_norm"]), "faults": rec["faults"],
             "cloud_calls": bridge.stats["calls"], "cloud_faults": bridge.stats["faults"],

@@ -133,6 +133,7 @@ def write_rl_plots(workdir: str, results: dict) -> list[str]:
     return []
   os.makedirs(os.path.join(workdir, "plots"), exist_ok=True)
   tau = results.get("budget")
+  algos = sorted({os.path.basename(os.path.dirname(p)).rpartition("_s")[0] for p in runs})
   written = []
   for key, ylabel, fname in (("reward_mean", "training accuracy (with collaboration)", "accuracy"),
                              ("cloud_rate", "cloud-usage rate", "cloud_rate"),
@@ -145,7 +146,6 @@ def write_rl_plots(workdir: str, results: dict) -> list[str]:
       if not rows or (key == "lambda" and not any(r[key] for r in rows)):
         continue   # λ is plotted only for runs where it moved (the dual algorithms)
       algo, _, seed = name.rpartition("_s")
-      algos = sorted({os.path.basename(os.path.dirname(p)).rpartition("_s")[0] for p in runs})
       style = ["-", "--", ":", "-."][int(seed) % 4] if seed.isdigit() else "-"
       ax.plot([r["step"] for r in rows], [r[key] for r in rows], label=name, alpha=0.8,
               color=plt.cm.tab10(algos.index(algo) % 10), ls=style)

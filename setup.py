@@ -36,7 +36,8 @@ setup(
         "test": ["pytest>=8", "pytest-xdist>=3.5", "datasets>=5.2,<6"],
         # torch must already be installed as the local CPU file (`pip install torch==2.13.0`);
         # this range is satisfied by it and so pulls nothing more.
-        "torch": ["torch>=2.13,<2.14"],
+        # accelerate: transformers needs it to load a GGUF file (the independent GGUF oracle test)
+        "torch": ["torch>=2.13,<2.14", "accelerate>=1.10,<2"],
         "tfds": ["tensorflow-datasets>=4.9"],
         "datasets": ["datasets>=5.2,<6"],
     },

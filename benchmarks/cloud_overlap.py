@@ -29,11 +29,11 @@ class _Scratchpad:
   def __init__(self, task, n):
     self.task, self.n, self.name = task, n, task.name
 
-  def examples(self, split, n, seed=0):
+  def examples(self, split, n, seed=0, **kw):
     import dataclasses
     pad = ("thinking " * (self.n // 9 + 1))[: self.n]
     return [dataclasses.replace(e, solution=pad + " " + e.solution)
-            for e in self.task.examples(split, n, seed)]
+            for e in self.task.examples(split, n, seed, **kw)]
 
   def score(self, completion, ex):
     return self.task.score(completion, ex)
@@ -62,7 +62,8 @@ def main():
           f"--config.warmstart.seq_len={24 + a.scratchpad}",
           f"--config.model.max_seq_len={64 + 2 * a.scratchpad}",
           f"--config.rl.max_new_tokens={a.new}", f"--config.rl.pipeline={pipeline}",
-          "--config.rl.lam_lr=0.0", "--config.rl.lam_init=0.5",
+          # λ fixed at 0.5: no integral (K_i) and no proportional (K_p) term
+          "--config.rl.lam_lr=0.0", "--config.rl.lam_kp=0.0", "--config.rl.lam_init=0.5",
           f"--config.stream.steps=({a.steps},{a.steps},{a.steps})", "--config.train.log_every=1",
           "--config.train.save_every=100000", "--config.eval.num_examples=8",
           "--config.cloud.cache=False", f"--config.cloud.kwargs.latency_ms={float(lat)}"])

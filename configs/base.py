@@ -20,6 +20,9 @@ def get_base() -> ml_collections.ConfigDict:
   c.optim = ml_collections.ConfigDict(dict(
       lr=3e-3, warmup_steps=50, weight_decay=0.01, b1=0.9, b2=0.95, clip_norm=1.0,
       end_lr_ratio=0.1))
-  c.eval = ml_collections.ConfigDict(dict(num_examples=256, batch_size=128, max_new_tokens=8))
+  # eval.data_seed: -1 = the run seed (each seed draws its own held-out set, so a std over seeds
+  # includes evaluation-data variance); an int fixes one held-out set across seeds.
+  c.eval = ml_collections.ConfigDict(dict(num_examples=256, batch_size=128, max_new_tokens=8,
+                                          data_seed=-1))
   c.mesh = ml_collections.ConfigDict(dict(shape=()))   # () = all devices on the 'data' axis
   return c

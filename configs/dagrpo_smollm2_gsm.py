@@ -16,7 +16,8 @@ def get_config():
   c.model.max_seq_len = 512
   c.offload.marker = "<unknown> I need external assistance </unknown>"
   c.stream.tasks = [task("gsm_symbolic", "gsm_symbolic", fmt="chat"),
-                    task("gsm8k_jsonl", "gsm8k", fmt="chat")]   # the shipped GSM8K-format fixture
+                    # the shipped GSM8K-format fixture: 64 rows, 7 of them in the eval split
+                    task("gsm8k_jsonl", "gsm8k", fmt="chat", eval_size=7)]
   c.stream.steps = (50, 50)
   c.stream.train_size = 2000
   c.warmstart.update(dict(steps=50, batch_size=8, lr=2e-5, warmup_steps=5, seq_len=384,

@@ -4,9 +4,10 @@ import ml_collections
 from configs.base import get_base
 
 
-def task(name, display, fmt="expression", path="", **kw):
-  """One stream entry: a registered task, its display name (unique in the stream), generator args."""
-  return ml_collections.ConfigDict(dict(name=name, prompt_format=fmt, path=path,
+def task(name, display, fmt="expression", path="", eval_size=0, **kw):
+  """One stream entry: a registered task, its display name (unique in the stream), generator args.
+  eval_size: held-out problems for this task (0 = config.eval.num_examples)."""
+  return ml_collections.ConfigDict(dict(name=name, prompt_format=fmt, path=path, eval_size=eval_size,
                                         kwargs=ml_collections.ConfigDict(dict(name=display, **kw))))
 
 
@@ -32,8 +33,10 @@ def get_rl_base() -> ml_collections.ConfigDict:
   c.seeds = (0,)
   c.task_chat = False
   c.offload = ml_collections.ConfigDict(dict(marker="<cloud>"))
+  # post_switch_steps M: post-switch accuracy is the greedy held-out accuracy after M steps of a
+  # new task. space_draws: draws per task for the problem-space estimate in results.json "data".
   c.stream = ml_collections.ConfigDict(dict(tasks=[], steps=(), train_size=4000,
-                                            post_switch_steps=10))
+                                            post_switch_steps=10, space_draws=5000))
   c.budget = ml_collections.ConfigDict(dict(tau=0.3))
   c.warmstart = ml_collections.ConfigDict(dict(
       steps=1000, batch_size=128, lr=6e-3, warmup_steps=50, seq_len=24,

@@ -68,45 +68,58 @@ def _setup_logging():
     logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
+# config.algorithm -> "module:function" of the job; each takes (config, workdir) and returns the
+# results dict. A new method registers its job here (one line), not an elif in cmd_train.
+JOBS = {
+    "sft": "dacl.train.sft_run:run_sft",
+    "rl": "dacl.rl.trainer:run_dagrpo",
+}
+EVALS = {
+    "sft": "dacl.train.evaluate_run:run_eval",
+    "rl": "dacl.rl.trainer:eval_runs",
+}
+
+
+def _resolve(table: dict, algo: str, what: str):
+  import importlib
+  if algo not in table:
+    _die(f"unknown algorithm {algo!r} for {what}; known: {sorted(table)}")
+  mod, fn = table[algo].split(":")
+  return getattr(importlib.import_module(mod), fn)
+
+
+def _user_errors():
+  """Errors that mean bad input (config, data, checkpoints): one line, exit 2, no traceback."""
+  from dacl.data.splits import TaskError
+  from dacl.sampling import PromptTooLongError
+  from dacl.train.checkpoint import CheckpointError
+  return (CheckpointError, TaskError, PromptTooLongError, FileNotFoundError)
+
+
 def cmd_train(argv):
   cfg, fv = parse_config(argv)
   from dacl.parallel import maybe_initialize_distributed
   maybe_initialize_distributed()
-  from dacl.train.checkpoint import CheckpointError
-  from dacl.report import print_tables, write_plots, write_rl_plots
-  algo = cfg.algorithm
+  from dacl.report import print_tables, write_plots
+  job = _resolve(JOBS, cfg.algorithm, "dacl train")
   try:
-    if algo == "sft":
-      from dacl.train.sft_run import run_sft
-      results = run_sft(cfg, fv.workdir)
-    elif algo == "rl":
-      from dacl.rl.trainer import run_dagrpo
-      results = run_dagrpo(cfg, fv.workdir)
-    else:
-      _die(f"unknown algorithm {algo!r}")
-  except CheckpointError as e:
-    _die(str(e))
+    results = job(cfg, fv.workdir)
+  except _user_errors() as e:
+    _die(str(e).splitlines()[0] if str(e) else type(e).__name__)
   print_tables(results)
-  plots = (write_rl_plots(fv.workdir, results) if "algorithms" in results
-           else write_plots(fv.workdir))
-  for p in plots:
+  for p in write_plots(fv.workdir, results):
     print(f"plot: {p}")
   print(f"results: {os.path.join(fv.workdir, 'results.json')}")
 
 
 def cmd_eval(argv):
   cfg, fv = parse_config(argv)
-  from dacl.train.checkpoint import CheckpointError
-  from dacl.report import print_eval_table, print_tables
+  from dacl.report import print_eval
+  fn = _resolve(EVALS, cfg.algorithm, "dacl eval")
   try:
-    if cfg.algorithm == "rl":
-      from dacl.rl.trainer import eval_runs
-      print_eval_table(eval_runs(cfg, fv.workdir, step=fv.step))
-    else:
-      from dacl.train.evaluate_run import run_eval
-      print_tables(run_eval(cfg, fv.workdir, step=fv.step))
-  except CheckpointError as e:
-    _die(str(e))
+    print_eval(fn(cfg, fv.workdir, step=fv.step))
+  except _user_errors() as e:
+    _die(str(e).splitlines()[0] if str(e) else type(e).__name__)
 
 
 def cmd_report(argv):

@@ -31,24 +31,51 @@ def _f(x, nd=3):
   return "—" if x is None else f"{x:.{nd}f}"
 
 
+def _pm(a: dict, k: str) -> str:
+  sd = a.get(k + "_std")
+  return f"{a[k]:.3f}" + (f"±{sd:.3f}" if sd is not None else "")
+
+
+def data_table(results: dict):
+  """Per task (first seed): problem-space size next to the training pools and the held-out set."""
+  from rich.table import Table
+  data = results.get("data") or {}
+  if not data:
+    return None
+  seed, per_task = next(iter(data.items()))
+  t = Table(title=f"data ({seed}): held-out problems are disjoint from every training pool")
+  for col in ("task", "problem space (distinct seen / Chao1 est.)", "warm-start pool (distinct)",
+              "RL pool (distinct)", "held-out eval", "overlap"):
+    t.add_column(col, justify="left" if col == "task" else "right")
+  for name, d in per_task.items():
+    sp, pools = d["space"], d["train_pools"]
+    est = "exact" if sp.get("exact") else f"~{sp['chao1']}"
+    pool = lambda k: f"{pools[k]['n']} ({pools[k]['distinct']})" if k in pools else "—"
+    t.add_row(name, f"{sp['distinct_seen']} / {est}", pool("warmstart"), pool("rl"),
+              str(d["eval"]["n"]), str(d["eval_train_overlap"]))
+  return t
+
+
 def rl_tables(results: dict) -> list:
-  """Summary per algorithm (mean ± std over seeds) and the R / L / U matrices."""
+  """Summary per algorithm (mean ± std over seeds, ddof 1) and the R / L / U matrices."""
   from rich.table import Table
   tau = results["budget"]
   algos = results["algorithms"]
   t = Table(title=f"DA-GRPO stream {' → '.join(results['tasks'])} — budget τ={tau}, "
-                  f"cloud: {results.get('cloud', '?')}")
+                  f"cloud: {results.get('cloud', '?')}; held-out problems; ± = std over seeds")
   for col in ("algorithm", "ACC", "ACC (cap τ)", "BWT", "forgetting", "post-switch acc",
-              "usage last ¼ (τ)", "cloud calls", "seeds"):
+              "usage last ¼ (τ)", "cloud calls (mean/run)", "seeds"):
     t.add_column(col, justify="left" if col == "algorithm" else "right")
   for name, a in algos.items():
-    pm = lambda k: f"{a[k]:.3f}±{a.get(k + '_std', 0):.3f}"
-    t.add_row(name, pm("ACC"), pm("ACC_cap"), pm("BWT"),
+    t.add_row(name, _pm(a, "ACC"), _pm(a, "ACC_cap"), _pm(a, "BWT"),
               " ".join(_f(v, 2) for v in a["forgetting"]),
               " ".join(_f(v, 2) for v in a["post_switch_accuracy"]),
               " ".join(_f(v, 2) for v in a["usage_last_quarter"]),
-              str(a["cloud_calls"]), str(len(a.get("per_seed", [])) or 1))
+              f"{a['cloud_calls']:.0f}", str(a.get("n_seeds", len(a.get("per_seed", [])) or 1)))
   out = [t]
+  dt = data_table(results)
+  if dt is not None:
+    out.append(dt)
   for name, a in algos.items():
     m = Table(title=f"{name}: row k = after training task k; R (collab) / L (local) / U (usage)")
     m.add_column("after")
@@ -59,6 +86,14 @@ def rl_tables(results: dict) -> list:
                         for j in range(len(results["tasks"]))])
     out.append(m)
   return out
+
+
+def print_eval(ev: dict) -> None:
+  """`dacl eval` output of any job: RL run directories have "runs", SFT a single result."""
+  if "runs" in ev:
+    print_eval_table(ev)
+  else:
+    print_tables(ev)
 
 
 def print_eval_table(ev: dict) -> None:
@@ -87,8 +122,11 @@ def print_tables(results: dict) -> None:
     c.print(examples_table(results))
 
 
-def write_plots(workdir: str) -> list[str]:
-  """Loss and eval accuracy over steps -> DIR/plots/*.png. Returns the paths written."""
+def write_plots(workdir: str, results: dict = None) -> list[str]:
+  """Plots of a finished run: the RL stream's (results with "algorithms"), else loss and eval
+  accuracy over steps -> DIR/plots/*.png. Returns the paths written."""
+  if results and "algorithms" in results:
+    return write_rl_plots(workdir, results)
   import matplotlib
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt
@@ -167,7 +205,6 @@ def report(workdir: str) -> dict:
   with open(path) as f:
     results = json.load(f)
   print_tables(results)
-  plots = write_rl_plots(workdir, results) if "algorithms" in results else write_plots(workdir)
-  for p in plots:
+  for p in write_plots(workdir, results):
     print(f"plot: {p}")
   return results

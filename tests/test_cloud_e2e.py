@@ -77,7 +77,7 @@ def test_main_job_against_dacl_serve_with_faults_and_resume(tmp_path):
   for key in ("R", "L", "U", "ACC", "BWT", "forgetting", "post_switch_accuracy",
               "usage_last_quarter", "cloud_calls"):
     assert key in a, key
-  u = a["cloud_usage"]
+  u = a["cloud_usage_sum"]
   assert a["cloud_calls"] > 0 and u["prompt_tokens"] > 0 and u["completion_tokens"] > 0
   assert u["cost"] == pytest.approx(u["prompt_tokens"] / 1000 * 0.5 + u["completion_tokens"] / 1000 * 1.5)
   assert a["per_seed"][0]["cloud_faults"] >= 1 and u["backend_fault_malformed"] >= 1, (u, dict(proxy.counts))

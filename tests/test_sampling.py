@@ -161,3 +161,44 @@ def test_candidate_path_and_full_sort_path_agree():
       p = np.asarray(jax.nn.softmax(filter_logits(logits, jnp.int32(0), jnp.float32(top_p)), -1))
       emp = np.bincount(np.asarray(toks)[:, 0], minlength=V) / 4000
       assert np.abs(emp - p[0]).max() < 0.03
+
+
+def _full_sort_reference(logits, top_k, top_p):
+  """Independent numpy reference (Hugging Face / vLLM semantics): sort descending, keep the top
+  k, renormalise, keep the smallest prefix whose mass reaches top_p. -> kept mask, probabilities."""
+  logits = np.asarray(logits, np.float64)
+  N, V = logits.shape
+  keep = np.zeros((N, V), bool)
+  probs = np.zeros((N, V))
+  for n in range(N):
+    order = np.argsort(-logits[n], kind="stable")
+    k = V if top_k <= 0 else min(top_k, V)
+    top = order[:k]
+    p = np.exp(logits[n, top] - logits[n, top].max())
+    p /= p.sum()
+    before = np.cumsum(p) - p               # mass strictly before each token
+    kept = top[before < top_p]
+    keep[n, kept] = True
+    q = np.exp(logits[n, kept] - logits[n, kept].max())
+    probs[n, kept] = q / q.sum()
+  return keep, probs
+
+
+@pytest.mark.parametrize("scale", [4.0, 0.01])      # peaked (candidate path) and flat (fallback)
+def test_top_k_top_p_match_a_full_sort_reference(scale):
+  V, N = 1024, 6
+  logits = scale * jax.random.normal(jax.random.key(5), (N, V))
+  draw = jax.jit(jax.vmap(lambda k, tk, tp: sample_logits(logits, k, jnp.float32(1.0), tk, tp),
+                          in_axes=(0, None, None)))   # k and p traced: one compile for all
+  for top_k, top_p in ((0, 0.9), (5, 1.0), (40, 0.9), (3, 0.5), (600, 0.95), (0, 0.3), (1, 0.99)):
+    ref_keep, ref_p = _full_sort_reference(logits, top_k, top_p)
+    got = np.isfinite(np.asarray(filter_logits(logits, jnp.int32(top_k), jnp.float32(top_p))))
+    np.testing.assert_array_equal(got, ref_keep, err_msg=f"filter_logits k={top_k} p={top_p}")
+    keys = jax.random.split(jax.random.key(top_k * 7 + int(top_p * 100)), 3000)
+    toks, _, slp = draw(keys, jnp.int32(top_k), jnp.float32(top_p))
+    toks, slp = np.asarray(toks), np.asarray(slp)
+    rows = np.arange(N)[None]
+    assert ref_keep[rows, toks].all(), (top_k, top_p)       # never outside the kept set
+    np.testing.assert_allclose(np.exp(slp), ref_p[rows, toks], rtol=1e-4, atol=1e-6)
+    emp = np.bincount(toks[:, 0], minlength=V) / len(toks)
+    assert np.abs(emp - ref_p[0]).max() < 0.035, (top_k, top_p)

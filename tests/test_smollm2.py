@@ -46,6 +46,30 @@ def test_gguf_matches_transformers_through_safetensors(smollm2, tmp_path):
   np.testing.assert_allclose(got, ref, atol=1e-4, rtol=1e-4)
 
 
+def test_gguf_matches_transformers_own_gguf_loader(smollm2):
+  """Independent oracle: transformers dequantises and un-permutes the GGUF itself
+  (`from_pretrained(..., gguf_file=...)`); exporting dacl's own conversion (the test above)
+  could not catch a conversion error that the export then carries along."""
+  import os
+  torch = pytest.importorskip("torch")
+  transformers = pytest.importorskip("transformers")
+  pytest.importorskip("accelerate")
+  model, cfg, tok = smollm2
+  path = weights.smollm2_gguf_path()
+  kw = dict(gguf_file=os.path.basename(path))
+  hf = transformers.AutoModelForCausalLM.from_pretrained(os.path.dirname(path), dtype=torch.float32,
+                                                         **kw).eval()
+  prompt = tok.apply_chat_template([{"role": "user", "content": "Name a primary colour."}])
+  ids = tok.encode(prompt)
+  with torch.no_grad():
+    ref = hf(input_ids=torch.tensor([ids])).logits.numpy()
+  got = np.asarray(model(jnp.asarray([ids], jnp.int32))[0])
+  np.testing.assert_allclose(got, ref, atol=1e-4, rtol=1e-4)
+  htok = transformers.AutoTokenizer.from_pretrained(os.path.dirname(path), **kw)
+  text = "Paris has 2,148,271 people. <|im_start|>user\nHi there"
+  assert htok.encode(text, add_special_tokens=False) == tok.encode(text)
+
+
 def test_gguf_tokenizer_matches_reference_pretokenizer(smollm2):
   _, _, tok = smollm2
   ids = tok.encode("Paris has 2,148,271 people.")

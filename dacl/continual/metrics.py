@@ -29,7 +29,9 @@ def forgetting(R) -> list:
 
 
 def post_switch_accuracy(step_rewards: list, first_m: int) -> list:
-  """Mean training accuracy on each task over its first M steps (step_rewards[k] = per-step list)."""
+  """Mean *training-rollout* reward on each task over its first M steps (step_rewards[k] = per-step
+  list). Reported as `post_switch_train_reward`; `post_switch_accuracy` itself is the greedy
+  held-out accuracy after those M steps (the trainer measures it)."""
   return [float(np.mean(r[:first_m])) if len(r) else None for r in step_rewards]
 
 
@@ -40,3 +42,9 @@ def usage_last_quarter(step_usage: list) -> list:
     n = len(u)
     out.append(float(np.mean(u[n - max(1, n // 4):])) if n else None)
   return out
+
+
+def mean_std(values) -> tuple:
+  """(mean, sample standard deviation with ddof = 1) over seeds; std is None for one value."""
+  v = np.asarray(values, float)
+  return float(v.mean()), (float(v.std(ddof=1)) if v.size > 1 else None)

@@ -4,17 +4,36 @@ Tasks come from reasoning-gym (procedural generators) and from GSM8K-format JSON
 ({"question": str, "answer": "worked solution #### 42"}). Each task is looked up by name:
 
   task = make_task("chain_sum", prompt_format="expression", min_terms=2, max_terms=2)
-  train = task.examples("train", 1000, seed=0)
+  train = task.examples("train", 1000, seed=0)   # i.i.d. draws from the train part of the space
+  held = task.examples("eval", 128, seed=0)      # 128 distinct problems, none of them in train
   task.score(completion, train[0])   # 1.0 or 0.0
+
+Splits are decided per problem by a hash of its canonical form (`dacl.data.splits`), so train,
+eval and test partition every task's problem space; generators draw until they have n problems
+of the requested split. eval/test sets hold distinct problems; a space too small for the request
+raises SplitTooSmallError naming the task.
 """
 from __future__ import annotations
 
 import dataclasses
+import functools
+import inspect
+import itertools
 import json
 import os
-from typing import Callable, Optional
+import random
+from typing import Callable, Iterator, Optional
 
 from dacl.data.answers import extract_answer, numeric_reward
+from dacl.data.splits import (SplitTooSmallError, TaskError, canonical_form, check_split,
+                              chao1, generator_seed, split_of)
+
+__all__ = ["Example", "Task", "make_task", "task_names", "register_task", "TaskError",
+           "TaskArgumentError", "SplitTooSmallError", "MalformedRowError"]
+
+
+class TaskArgumentError(TaskError):
+  pass
 
 _REGISTRY: dict[str, Callable[..., "Task"]] = {}
 
@@ -27,9 +46,19 @@ def register_task(name: str):
 
 
 def make_task(name: str, /, **kwargs) -> "Task":
+  """A registered task. An argument the task does not accept is a TaskArgumentError that names
+  the task and the key (not a TypeError from deep inside a constructor)."""
   if name not in _REGISTRY:
     raise KeyError(f"unknown task {name!r}; registered: {sorted(_REGISTRY)}")
-  return _REGISTRY[name](**kwargs)
+  fn = _REGISTRY[name]
+  params = inspect.signature(fn).parameters
+  if not any(p.kind is p.VAR_KEYWORD for p in params.values()):
+    accepted = [k for k, p in params.items() if p.kind is not p.VAR_POSITIONAL]
+    for key in kwargs:
+      if key not in params:
+        raise TaskArgumentError(f"task {name!r} does not accept the argument {key!r} "
+                                f"(it accepts: {', '.join(accepted)})")
+  return fn(**kwargs)
 
 
 def task_names() -> list[str]:
@@ -44,69 +73,130 @@ class Example:
   task: str
   meta: dict = dataclasses.field(default_factory=dict, compare=False, hash=False)
 
+  @property
+  def canonical(self) -> str:
+    """The problem's identity (what decides its split)."""
+    return self.meta.get("canonical") or canonical_form(self.prompt)
+
 
 class Task:
+  """Base: subclasses give `_stream(seed)` (candidate examples in a deterministic order, each with
+  meta["canonical"]) and `task_id` (the generator's identity, for seeds)."""
   name: str
+  task_id: str = ""
 
-  def examples(self, split: str, n: int, seed: int = 0) -> list[Example]:
+  def _stream(self, seed: int) -> Iterator[Example]:
     raise NotImplementedError
+
+  def _max_draws(self, split: str, n: int) -> int:
+    """Candidates to try before deciding the space is too small for n problems of `split`."""
+    return max(20_000, 60 * n)
+
+  def examples(self, split: str, n: int, seed: int = 0, distinct: Optional[bool] = None
+               ) -> list[Example]:
+    """n examples of `split` at data seed `seed`. distinct (default: eval/test yes, train no):
+    no problem twice; train draws are i.i.d. from the train part of the distribution."""
+    check_split(split)
+    distinct = split != "train" if distinct is None else distinct
+    out, seen, draws = [], set(), 0
+    limit = self._max_draws(split, n) if distinct else max(20_000, 200 * n)
+    if n <= 0:
+      return out
+    for ex in self._stream(seed):
+      draws += 1
+      c = ex.canonical
+      if split_of(c) == split and not (distinct and c in seen):
+        seen.add(c)
+        out.append(dataclasses.replace(ex, meta={**ex.meta, "split": split}))
+        if len(out) == n:
+          return out
+      if draws >= limit:
+        break
+    raise SplitTooSmallError(
+        f"task {self.name!r}: found only {len(out)} of the {n} {'distinct ' if distinct else ''}"
+        f"{split!r} problems asked for in {draws} draws; {self._too_small_hint()}")
+
+  def _too_small_hint(self) -> str:
+    return ("its problem space is too small for this size (lower the size, or widen the task's "
+            "generator arguments)")
+
+  def space(self, draws: int = 20_000, seed: int = 0) -> dict:
+    """How many distinct problems the task has (Chao1 over `draws` draws; exact for files) and
+    how the seen ones fall into splits."""
+    cans = [e.canonical for e in itertools.islice(self._stream(seed), draws)]
+    out = chao1(cans)
+    distinct = set(cans)
+    out["distinct_per_split"] = {s: sum(split_of(c) == s for c in distinct)
+                                 for s in ("train", "eval", "test")}
+    return out
 
   def score(self, completion: str, ex: Example) -> float:
     return numeric_reward(completion, ex.answer)
 
 
-# Split seeds are offset so train and eval streams are drawn independently.
-_SPLIT_OFFSET = {"train": 0, "eval": 1_000_003, "test": 2_000_003}
-
-
-def _split_seed(split: str, seed: int) -> int:
-  if split not in _SPLIT_OFFSET:
-    raise ValueError(f"unknown split {split!r}; use one of {list(_SPLIT_OFFSET)}")
-  return seed + _SPLIT_OFFSET[split]
-
-
 class ReasoningGymTask(Task):
   """A reasoning-gym dataset. prompt_format: "question" (the generator's text), "expression"
   (`<expression>=`, compact, for byte-level models; arithmetic families only) or "chat"
-  (question plus an instruction to end with `#### <answer>`)."""
+  (question plus an instruction to end with `#### <answer>`). Other keyword arguments are the
+  generator's own (checked against its config class)."""
+
+  CHUNK = 256   # items per generator instance (gsm_symbolic precomputes per-item templates)
 
   def __init__(self, rg_name: str, prompt_format: str = "question", name: Optional[str] = None,
                **rg_kwargs):
-    import reasoning_gym  # noqa: F401  (fail early with a clear ImportError)
+    import reasoning_gym
+    from reasoning_gym.factory import DATASETS
     if prompt_format not in ("question", "expression", "chat"):
-      raise ValueError(f"prompt_format must be question|expression|chat, got {prompt_format!r}")
+      raise TaskArgumentError(f"task {rg_name!r}: prompt_format must be question|expression|chat, "
+                              f"got {prompt_format!r}")
+    fields = {f.name for f in dataclasses.fields(DATASETS[rg_name][1])} - {"seed", "size"}
+    for key in rg_kwargs:
+      if key not in fields:
+        raise TaskArgumentError(f"task {rg_name!r} does not accept the argument {key!r} "
+                                f"(generator arguments: {', '.join(sorted(fields))})")
+    try:
+      reasoning_gym.create_dataset(rg_name, size=1, seed=0, **rg_kwargs)
+    except (AssertionError, ValueError, TypeError) as e:
+      raise TaskArgumentError(f"task {rg_name!r}: invalid generator arguments {rg_kwargs}: "
+                              f"{e or type(e).__name__}") from None
     self.rg_name, self.prompt_format, self.rg_kwargs = rg_name, prompt_format, dict(rg_kwargs)
     self.name = name or rg_name
+    self.task_id = f"rg|{rg_name}|{json.dumps(self.rg_kwargs, sort_keys=True, default=list)}"
 
-  def examples(self, split, n, seed=0):
+  def _example(self, e: dict) -> Example:
+    md = dict(e["metadata"])
+    if self.prompt_format == "expression":
+      if "expression" not in md:
+        raise TaskArgumentError(f"task {self.rg_name!r} has no expression; use "
+                                f"prompt_format='question'")
+      prompt = md["expression"].replace(" ", "") + "="
+      solution = e["answer"]
+    else:
+      prompt = e["question"]
+      cot = (md.get("answer_cot") or "").rstrip()
+      # gsm_symbolic's chain of thought already ends with "#### <answer>"
+      solution = cot if "####" in cot else (f"{cot}\n#### {e['answer']}" if cot else f"#### {e['answer']}")
+      if self.prompt_format == "chat":
+        prompt = prompt + "\nEnd your reply with '#### <answer>'."
+    canonical = canonical_form(md["expression"] if "expression" in md else e["question"])
+    return Example(prompt=prompt, answer=str(e["answer"]), solution=solution, task=self.name,
+                   meta={"rg": md, "rg_entry": e, "canonical": canonical})
+
+  def _stream(self, seed):
     import reasoning_gym
-    ds = reasoning_gym.create_dataset(self.rg_name, size=n, seed=_split_seed(split, seed),
-                                      **self.rg_kwargs)
-    out = []
-    for i in range(n):
-      e = ds[i]
-      md = dict(e["metadata"])
-      if self.prompt_format == "expression":
-        if "expression" not in md:
-          raise ValueError(f"task {self.rg_name} has no expression; use prompt_format='question'")
-        prompt = md["expression"].replace(" ", "") + "="
-        solution = e["answer"]
-      else:
-        prompt = e["question"]
-        cot = md.get("answer_cot")
-        solution = f"{cot}\n#### {e['answer']}" if cot else f"#### {e['answer']}"
-        if self.prompt_format == "chat":
-          prompt = prompt + "\nEnd your reply with '#### <answer>'."
-      out.append(Example(prompt=prompt, answer=str(e["answer"]), solution=solution,
-                         task=self.name, meta={"rg": md, "rg_entry": e}))
-    return out
+    base = generator_seed(self.task_id, seed)
+    for j in itertools.count():
+      ds = reasoning_gym.create_dataset(self.rg_name, size=self.CHUNK, seed=base + j * self.CHUNK,
+                                        **self.rg_kwargs)
+      for i in range(self.CHUNK):
+        yield self._example(ds[i])
 
 
 for _n in ("basic_arithmetic", "chain_sum", "gsm_symbolic", "products", "leg_counting"):
-  register_task(_n)(lambda _n=_n, **kw: ReasoningGymTask(_n, **kw))
+  register_task(_n)(functools.partial(ReasoningGymTask, _n))
 
 
-class MalformedRowError(ValueError):
+class MalformedRowError(TaskError):
   pass
 
 
@@ -139,44 +229,66 @@ def read_gsm8k_jsonl(path: str) -> list[dict]:
 FIXTURE = os.path.join(os.path.dirname(__file__), "fixtures", "gsm8k_mini.jsonl")
 
 
-class GSM8KJsonlTask(Task):
-  """GSM8K-format JSONL. Examples are drawn (with a seeded shuffle, repeating as needed) from
-  the file; `eval_fraction` of the rows is held out for the eval/test splits."""
+class RowsTask(Task):
+  """A finite set of GSM8K-format rows. A row's split is the hash of its question, as for
+  generated tasks; train draws repeat rows (a seeded shuffle per pass), eval/test draws take
+  each row at most once, so they are capped by the rows of that split."""
 
-  def __init__(self, path: str = FIXTURE, prompt_format: str = "question", eval_fraction: float = 0.25,
-               name: str = "gsm8k"):
-    self.path, self.prompt_format, self.name = path, prompt_format, name
-    rows = read_gsm8k_jsonl(path)
-    k = max(1, int(round(len(rows) * eval_fraction))) if len(rows) > 1 else 0
-    self._splits = {"train": rows[k:] or rows, "eval": rows[:k] or rows}
-    self._splits["test"] = self._splits["eval"]
+  def __init__(self, rows: list[dict], prompt_format: str, name: str, source: str):
+    if prompt_format not in ("question", "chat"):
+      raise TaskArgumentError(f"task {name!r}: prompt_format must be question|chat, "
+                              f"got {prompt_format!r}")
+    self.rows, self.prompt_format, self.name = rows, prompt_format, name
+    self.task_id = f"rows|{source}|{len(rows)}"
 
-  def examples(self, split, n, seed=0):
-    import random
-    rng = random.Random(_split_seed(split, seed))   # validates the split name
-    rows = list(self._splits[split])
-    out = []
-    while len(out) < n:
-      rng.shuffle(rows)
-      for r in rows[: n - len(out)]:
-        final = r["answer"].split("####")[-1].strip().replace(",", "")
-        prompt = r["question"]
-        if self.prompt_format == "chat":
-          prompt += "\nEnd your reply with '#### <answer>'."
-        out.append(Example(prompt=prompt, answer=final, solution=r["answer"], task=self.name))
-    return out
+  def _example(self, r: dict) -> Example:
+    final = r["answer"].split("####")[-1].strip().replace(",", "")
+    prompt = r["question"]
+    if self.prompt_format == "chat":
+      prompt += "\nEnd your reply with '#### <answer>'."
+    return Example(prompt=prompt, answer=final, solution=r["answer"], task=self.name,
+                   meta={"canonical": canonical_form(r["question"])})
+
+  def _stream(self, seed):
+    rng = random.Random(generator_seed(self.task_id, seed))
+    order = list(range(len(self.rows)))
+    while True:
+      rng.shuffle(order)
+      for i in order:
+        yield self._example(self.rows[i])
+
+  def _max_draws(self, split, n):
+    return len(self.rows)   # one pass sees every row once
+
+  def _too_small_hint(self) -> str:
+    return (f"the {len(self.rows)} rows hold fewer problems of this split (a row's split is the "
+            f"hash of its question; lower the size or add rows)")
+
+  def space(self, draws: int = 0, seed: int = 0) -> dict:
+    cans = {canonical_form(r["question"]) for r in self.rows}
+    return {"draws": len(self.rows), "distinct_seen": len(cans), "singletons": None,
+            "chao1": len(cans), "exact": True,
+            "distinct_per_split": {s: sum(split_of(c) == s for c in cans)
+                                   for s in ("train", "eval", "test")}}
 
 
-register_task("gsm8k_jsonl")(lambda **kw: GSM8KJsonlTask(**kw))
+class GSM8KJsonlTask(RowsTask):
+  """GSM8K-format JSONL (`path`; default: the 24-row fixture shipped in dacl/data/fixtures)."""
+
+  def __init__(self, path: str = FIXTURE, prompt_format: str = "question", name: str = "gsm8k"):
+    super().__init__(read_gsm8k_jsonl(path), prompt_format, name, os.path.abspath(path))
+    self.path = path
 
 
-class HFDatasetTask(GSM8KJsonlTask):
+register_task("gsm8k_jsonl")(GSM8KJsonlTask)
+
+
+class HFDatasetTask(RowsTask):
   """GSM8K-format rows read through Hugging Face `datasets` from local files (json/jsonl/parquet).
   Offline only: dacl never downloads at run time."""
 
-  def __init__(self, path: str, prompt_format: str = "question", eval_fraction: float = 0.25,
-               name: str = "hf_dataset", question_field: str = "question",
-               answer_field: str = "answer"):
+  def __init__(self, path: str, prompt_format: str = "question", name: str = "hf_dataset",
+               question_field: str = "question", answer_field: str = "answer"):
     try:
       import datasets
     except ImportError as e:
@@ -190,14 +302,18 @@ class HFDatasetTask(GSM8KJsonlTask):
       for r in ds:
         f.write(json.dumps({"question": r.get(question_field), "answer": r.get(answer_field)}) + "\n")
     try:
-      super().__init__(f.name, prompt_format, eval_fraction, name)
+      rows = read_gsm8k_jsonl(f.name)
+    except MalformedRowError as e:
+      raise MalformedRowError(str(e).replace(f.name, path)) from None
     finally:
       os.unlink(f.name)
+    super().__init__(rows, prompt_format, name, os.path.abspath(path))
 
 
 class TFDSTask(Task):
   """A TensorFlow Datasets source (optional extra `dacl[tfds]`). tensorflow-datasets installs
-  without TensorFlow but cannot build a dataset then; this fails early and says so."""
+  without TensorFlow but cannot build a dataset then; this fails early and says so. The dataset's
+  own train and test splits are pooled and re-split by question hash, like every other task."""
 
   def __init__(self, tfds_name: str = "gsm8k", prompt_format: str = "question", data_dir: str = ""):
     try:
@@ -212,19 +328,18 @@ class TFDSTask(Task):
                         "'gsm8k_jsonl' / 'hf_dataset' tasks on local files.") from e
     self.tfds_name, self.prompt_format, self.data_dir = tfds_name, prompt_format, data_dir or None
     self.name = f"tfds_{tfds_name}"
+    self.task_id = f"tfds|{tfds_name}"
 
-  def examples(self, split, n, seed=0):
+  def _stream(self, seed):
     import tensorflow_datasets as tfds
-    tsplit = {"train": "train", "eval": "test", "test": "test"}[split]
-    ds = tfds.load(self.tfds_name, split=tsplit, data_dir=self.data_dir, download=False,
-                   shuffle_files=False)
-    out = []
-    for r in tfds.as_numpy(ds.take(n)):
-      q, a = r["question"].decode(), r["answer"].decode()
-      out.append(Example(prompt=q, answer=a.split("####")[-1].strip().replace(",", ""),
-                         solution=a, task=self.name))
-    return out
+    for tsplit in ("train", "test"):
+      ds = tfds.load(self.tfds_name, split=tsplit, data_dir=self.data_dir, download=False,
+                     shuffle_files=False)
+      for r in tfds.as_numpy(ds):
+        q, a = r["question"].decode(), r["answer"].decode()
+        yield Example(prompt=q, answer=a.split("####")[-1].strip().replace(",", ""), solution=a,
+                      task=self.name, meta={"canonical": canonical_form(q)})
 
 
-register_task("hf_dataset")(lambda **kw: HFDatasetTask(**kw))
-register_task("tfds")(lambda **kw: TFDSTask(**kw))
+register_task("hf_dataset")(HFDatasetTask)
+register_task("tfds")(TFDSTask)

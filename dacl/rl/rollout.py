@@ -29,8 +29,9 @@ class Rollout:
   old_logp: np.ndarray         # [N, M] log π_old of those tokens
   mask: np.ndarray             # [N, M] tokens that carry gradient
   reward: np.ndarray           # [N]
-  cost: np.ndarray             # [N] 1 where the cloud answered
+  cost: np.ndarray             # [N] 1 where the row went to the cloud (answered or faulted)
   offload: np.ndarray          # [N] the policy (or the route) chose the cloud
+  cloud_ok: np.ndarray         # [N] offloaded and answered (a fault leaves it 0)
   local_correct: np.ndarray    # [N] local answer was right (0 for marker rows)
   faults: int
   texts: list
@@ -101,7 +102,8 @@ def finish_rollout(p: PendingRollout, task_of, group: int, bridge) -> Rollout:
     ex = p.examples[n // G]
     if not (p.policy_routes and offload[n]):
       local_correct[n] = task_of(ex).score(out.texts[n], ex)
-  cost = np.zeros(N)
+  cost = offload.astype(np.float64)   # budget use counts every attempt, faulted or not
+  cloud_ok = np.zeros(N, bool)
   faults = 0
   need = sorted({p.keys[n // G] for n in range(N) if offload[n]})
   answers = bridge.collect(need) if (need and bridge is not None) else {}
@@ -113,7 +115,7 @@ def finish_rollout(p: PendingRollout, task_of, group: int, bridge) -> Rollout:
       r = answers.get(p.keys[n // G])
       if r is not None and r.ok:
         reward[n] = task_of(ex).score(r.text, ex)
-        cost[n] = 1.0
+        cloud_ok[n] = True
       else:   # a cloud fault: the row falls back to its local answer (none for a marker row)
         faults += 1
         reward[n] = local_correct[n]
@@ -121,7 +123,7 @@ def finish_rollout(p: PendingRollout, task_of, group: int, bridge) -> Rollout:
       reward[n] = local_correct[n]
   mask = out.mask & p.grad_rows[:, None]
   return Rollout(p.prompts, out.tokens, out.logprobs, mask, reward, cost, offload.astype(bool),
-                 local_correct, faults, out.texts)
+                 cloud_ok, local_correct, faults, out.texts)
 
 
 def collaborative_rollout(sampler: Sampler, examples: Sequence, task_of, *, group: int,

@@ -23,6 +23,7 @@ from dacl import parallel
 from dacl.build import build_model_and_tokenizer, build_task
 from dacl.cloud.config import bridge_from_config, describe as describe_cloud
 from dacl.continual import metrics as cm
+from dacl.continual import stream as sd
 from dacl.data.tasks import Example
 from dacl.evaluation import format_prompt
 from dacl.metrics import MetricsWriter, progress, write_json_atomic
@@ -53,14 +54,14 @@ def _micro(batch: dict, accum: int) -> dict:
   return {k: v.reshape(accum, v.shape[0] // accum, *v.shape[1:]) for k, v in batch.items()}
 
 
-def warm_start(config, workdir, model, tok, tasks, seed):
-  """SFT on every task's demonstrations, a fraction replaced by the offload marker. Resumable;
-  returns the trained parameters (nnx.State)."""
+def warm_start(config, workdir, model, tok, pools, seed):
+  """SFT on every task's demonstrations (`pools`: one train-split pool per task), a fraction
+  replaced by the offload marker. Resumable; returns the trained parameters (nnx.State)."""
   wc = config.warmstart
   rng = np.random.default_rng(seed)
   pool = []
-  for t in tasks:
-    for e in t.examples("train", wc.examples_per_task, seed=seed + 17):
+  for task_pool in pools:
+    for e in task_pool:
       if rng.random() < wc.offload_fraction:
         e = dataclasses.replace(e, solution=marker_text(config, tok))
       pool.append(e)
@@ -90,7 +91,9 @@ def warm_start(config, workdir, model, tok, tasks, seed):
 # ----------------------------------------------------------------------------- evaluation
 
 def evaluate_collab(sampler, task, examples, spec, bridge, tau, router, config, tok, seed):
-  """R (with collaboration), R_cap (hard budget cap τ), L (local only), U (usage) on examples."""
+  """Greedy evaluation on held-out examples: R (with collaboration), R_cap (hard budget cap τ),
+  L (local only), U (usage: every attempted offload, answered or faulted), U_ok (offloads the
+  cloud answered), U_cap."""
   fmt = lambda p: format_prompt(tok, p, config.task_chat)
   prompts = [fmt(e.prompt) for e in examples]
   mk = marker_ids(config, tok)
@@ -123,14 +126,14 @@ def evaluate_collab(sampler, task, examples, spec, bridge, tau, router, config, 
   bridge.forget(keys)
   cloud_scores = np.array([task.score(answers[keys[i]].text, examples[i])
                            if offload[i] and answers[keys[i]].ok else np.nan for i in range(n)])
-  ok = offload & ~np.isnan(cloud_scores)
+  ok = offload & ~np.isnan(cloud_scores)   # offloaded and answered (not faulted)
   R = np.where(ok, np.nan_to_num(cloud_scores), np.where(offload, local_scores, own))
   cap = int(np.floor(tau * n))
   within = np.cumsum(offload) <= cap
   R_cap = np.where(ok & within, np.nan_to_num(cloud_scores), np.where(offload, local_scores, own))
   U_cap = (offload & within).mean()
   return {"R": float(R.mean()), "R_cap": float(R_cap.mean()), "L": float(local_scores.mean()),
-          "U": float(offload.mean()), "U_cap": float(U_cap)}
+          "U": float(offload.mean()), "U_ok": float(ok.mean()), "U_cap": float(U_cap)}
 
 
 # ----------------------------------------------------------------------------- one run
@@ -150,8 +153,9 @@ def run_one(config, run_dir, algo_name, seed, shared_dir) -> dict:
   if len(steps) != len(tasks):
     raise ValueError(f"stream.steps has {len(steps)} entries for {len(tasks)} tasks")
   K = len(tasks)
-  graphdef, params0 = warm_start(config, os.path.join(shared_dir, f"warmstart_s{seed}"), model,
-                                 tok, tasks, seed)
+  graphdef, params0 = warm_start(
+      config, os.path.join(shared_dir, f"warmstart_s{seed}"), model, tok,
+      [sd.warmstart_pool(t, config.warmstart.examples_per_task, seed) for t in tasks], seed)
   model = nnx.merge(graphdef, params0)
   oc = config.optim
   tx = make_optimizer(rc.lr, sum(steps), rc.warmup_steps, oc.weight_decay, oc.b1, oc.b2,
@@ -163,17 +167,19 @@ def run_one(config, run_dir, algo_name, seed, shared_dir) -> dict:
   rec = {"lam": float(rc.lam_init if spec.dual else 0.0), "task_index": 0, "step_in_task": 0,
          "global_step": 0, "R": [], "R_cap": [], "L": [], "U": [], "U_cap": [],
          "step_rewards": [[] for _ in range(K)], "step_usage": [[] for _ in range(K)],
+         "post_switch": [None] * K,
          "faults": 0, "data_position": 0, "algorithm": algo_name, "seed": seed}
   if ckpt.latest_step() is not None:
     state, rec, last = ckpt.restore(state)
     log.info("resumed %s from %s/checkpoints/%d (task %d, λ=%.3f)", algo_name, run_dir, last,
              rec["task_index"], rec["lam"])
     writer.truncate_after(last)
+    rec.setdefault("post_switch", [None] * K)
   sampler = Sampler(nnx.merge(graphdef, state.params), tok, max_cache_len=config.model.max_seq_len)
   bridge = bridge_from_config(config.cloud, shared_dir)
   if "bridge" in rec:
     bridge.import_state(rec.pop("bridge"))
-  eval_sets = [t.examples("eval", config.eval.num_examples, seed=seed) for t in tasks]
+  eval_sets = sd.eval_sets(config, tasks, seed)
 
   def save(step):
     ckpt.save(step, state, {**rec, "bridge": bridge.export_state()})
@@ -188,7 +194,7 @@ def run_one(config, run_dir, algo_name, seed, shared_dir) -> dict:
     sampler.update_state(nnx.state(nnx.merge(graphdef, state.params)))
 
   def fit_router(k):
-    calib = tasks[k].examples("eval", config.eval.num_examples, seed=seed + 1000)
+    calib = sd.router_calibration(tasks[k], k, config.eval.num_examples, seed)
     out = sampler([fmt(e.prompt) for e in calib], jax.random.key(seed), SamplingParams(
         max_new_tokens=rc.max_new_tokens, temperature=0.0, marker_ids=mk, ban_marker=True))
     failed = np.array([1.0 - tasks[k].score(t, e) for t, e in zip(out.texts, calib)])
@@ -203,9 +209,19 @@ def run_one(config, run_dir, algo_name, seed, shared_dir) -> dict:
     k = rec["task_index"]
     if router is not None:
       fit_router(k)
-    pool = tasks[k].examples("train", config.stream.train_size, seed=seed + k)
+    pool = sd.rl_pool(tasks[k], k, config.stream.train_size, seed)
     stream = BatchStream(pool, B, seed + 31 * k)
     n_steps = steps[k] if spec.train else 0
+    # Post-switch accuracy: greedy, held-out, after the first M steps of the new task.
+    M = min(int(config.stream.post_switch_steps), n_steps)
+
+    def post_switch_eval():
+      r = evaluate_collab(sampler, tasks[k], eval_sets[k], spec, bridge, tau, router, config, tok,
+                          seed)
+      rec["post_switch"][k] = {key: r[key] for key in ("R", "L", "U")}
+
+    if M == 0 and rec["post_switch"][k] is None:
+      post_switch_eval()
 
     def start(s, gs):
       return start_rollout(
@@ -236,7 +252,7 @@ def run_one(config, run_dir, algo_name, seed, shared_dir) -> dict:
       batch["adv"] = np.asarray(adv, np.float32).reshape(-1)
       state, m = rl_step(state, _micro(batch, rc.grad_accum), ref_params)
       refresh_sampler()
-      usage = float(ro.cost.mean())
+      usage = float(ro.cost.mean())   # attempted offloads, answered or faulted: what λ sees
       if spec.dual:
         lam, integral = kernels.pi_lagrangian(rec.get("lam_integral", rec["lam"]), usage, tau,
                                               rc.lam_lr, rc.lam_kp)
@@ -246,6 +262,8 @@ def run_one(config, run_dir, algo_name, seed, shared_dir) -> dict:
       rec["faults"] += ro.faults
       rec["global_step"], rec["step_in_task"] = gstep, s
       rec["data_position"] = s * B
+      if s == M:
+        post_switch_eval()
       bar.update(1)
       if gstep % config.train.log_every == 0 or s == n_steps:
         m = jax.device_get(m)
@@ -254,7 +272,7 @@ def run_one(config, run_dir, algo_name, seed, shared_dir) -> dict:
         writer.write(gstep, {
             "task": tasks[k].name, "task_index": k, "loss": float(m["loss"]),
             "reward_mean": float(ro.reward.mean()), "local_acc": float(ro.local_correct.mean()),
-            "cloud_rate": usage, "offload_rate": float(ro.offload.mean()), "lambda": rec["lam"],
+            "cloud_rate": usage, "cloud_ok_rate": float(ro.cloud_ok.mean()), "lambda": rec["lam"],
             "lambda_integral": rec.get("lam_integral", rec["lam"]),
             "kl": float(m["kl"]), "clip_frac": float(m["clip_frac"]),
             "grad_norm": float(m["grad_norm"]), "faults": rec["faults"],
@@ -267,8 +285,8 @@ def run_one(config, run_dir, algo_name, seed, shared_dir) -> dict:
     # end of task k: evaluate every task
     row = [evaluate_collab(sampler, tasks[j], eval_sets[j], spec, bridge, tau, router, config,
                            tok, seed) for j in range(K)]
-    for key in ("R", "R_cap", "L", "U", "U_cap"):
-      rec[key].append([r[key] for r in row])
+    for key in ("R", "R_cap", "L", "U", "U_ok", "U_cap"):
+      rec.setdefault(key, []).append([r[key] for r in row])
     rec["task_index"], rec["step_in_task"] = k + 1, 0
     writer.write(rec["global_step"], {"task": tasks[k].name, "event": "task_end",
                                       **{f"eval_R_{tasks[j].name}": row[j]["R"] for j in range(K)},
@@ -276,11 +294,15 @@ def run_one(config, run_dir, algo_name, seed, shared_dir) -> dict:
     save(rec["global_step"] if spec.train else k + 1)
   bar.close()
   m_first = config.stream.post_switch_steps
+  ps = rec["post_switch"]
   result = {
-      "R": rec["R"], "R_cap": rec["R_cap"], "L": rec["L"], "U": rec["U"], "U_cap": rec["U_cap"],
+      "R": rec["R"], "R_cap": rec["R_cap"], "L": rec["L"], "U": rec["U"], "U_ok": rec["U_ok"],
+      "U_cap": rec["U_cap"],
       "ACC": cm.acc(rec["R"]), "ACC_cap": cm.acc(rec["R_cap"]), "BWT": cm.bwt(rec["R"]),
       "forgetting": cm.forgetting(rec["R"]),
-      "post_switch_accuracy": cm.post_switch_accuracy(rec["step_rewards"], m_first),
+      "post_switch_accuracy": [p["R"] for p in ps],
+      "post_switch_local": [p["L"] for p in ps],
+      "post_switch_train_reward": cm.post_switch_accuracy(rec["step_rewards"], m_first),
       "usage_last_quarter": cm.usage_last_quarter(rec["step_usage"]),
       "cloud_calls": int(bridge.stats["calls"]), "cloud_faults": int(bridge.stats["faults"]),
       "cloud_cost": float(bridge.stats["cost"]), "final_lambda": rec["lam"], "seed": seed,
@@ -297,23 +319,25 @@ def run_one(config, run_dir, algo_name, seed, shared_dir) -> dict:
 # ----------------------------------------------------------------------------- all runs
 
 _MEAN_KEYS = ("ACC", "ACC_cap", "BWT", "cloud_calls", "cloud_cost")
+_LIST_KEYS = ("forgetting", "post_switch_accuracy", "post_switch_local", "post_switch_train_reward",
+              "usage_last_quarter")
 
 
 def aggregate(per_seed: list) -> dict:
-  """Mean over seeds (matrices element-wise), with *_std for scalars and per-seed results."""
-  out = {}
-  for key in ("R", "R_cap", "L", "U", "U_cap"):
+  """Over seeds: matrices element-wise means; scalars mean with `_std` (ddof = 1; None for one
+  seed); `n_seeds`. `cloud_calls` is the mean per run, `cloud_calls_sum` and `cloud_usage_sum`
+  are totals over the runs."""
+  out = {"n_seeds": len(per_seed)}
+  for key in ("R", "R_cap", "L", "U", "U_ok", "U_cap"):
     out[key] = np.mean([r[key] for r in per_seed], axis=0).round(4).tolist()
   for key in _MEAN_KEYS:
-    vals = [r[key] for r in per_seed]
-    out[key] = float(np.mean(vals))
-    out[key + "_std"] = float(np.std(vals))
-  for key in ("forgetting", "post_switch_accuracy", "usage_last_quarter"):
+    out[key], out[key + "_std"] = cm.mean_std([r[key] for r in per_seed])
+  for key in _LIST_KEYS:
     cols = list(zip(*[r[key] for r in per_seed]))
     out[key] = [None if any(v is None for v in c) else float(np.mean(c)) for c in cols]
-  out["cloud_calls"] = int(round(out["cloud_calls"]))
+  out["cloud_calls_sum"] = int(sum(r["cloud_calls"] for r in per_seed))
   usage = [r.get("cloud_usage") or {} for r in per_seed]
-  out["cloud_usage"] = {k: sum(u.get(k, 0) for u in usage) for k in usage[0]}   # totals over seeds
+  out["cloud_usage_sum"] = {k: sum(u.get(k, 0) for u in usage) for k in usage[0]}
   out["per_seed"] = per_seed
   return out
 
@@ -321,10 +345,23 @@ def aggregate(per_seed: list) -> dict:
 def run_dagrpo(config, workdir: str) -> dict:
   os.makedirs(workdir, exist_ok=True)
   parallel.make_mesh(tuple(config.mesh.shape) or None)
-  results = {"tasks": [t.name for t in map(build_task, config.stream.tasks)],
+  tasks = [build_task(t) for t in config.stream.tasks]
+  results = {"tasks": [t.name for t in tasks],
              "budget": float(config.budget.tau),
              "cloud": describe_cloud(config.cloud),
-             "algorithms": {}}
+             "seeds": [int(x) for x in config.seeds],
+             "seed_varies": sd.seed_varies(config),
+             "eval_split": "eval (disjoint from every training pool; dacl.data.splits)",
+             "data": {}, "algorithms": {}}
+  for seed in config.seeds:   # the data of a seed is shared by every algorithm
+    seed = int(seed)
+    held = sd.eval_sets(config, tasks, seed)
+    results["data"][f"s{seed}"] = {
+        t.name: sd.data_report(t, {
+            "warmstart": sd.warmstart_pool(t, config.warmstart.examples_per_task, seed),
+            "rl": sd.rl_pool(t, k, config.stream.train_size, seed)}, held[k],
+            space_draws=int(config.stream.space_draws))
+        for k, t in enumerate(tasks)}
   for algo in config.algorithms:
     per_seed = []
     for seed in config.seeds:
@@ -364,15 +401,15 @@ def eval_runs(config, workdir: str, step=None) -> dict:
         router = Router(tau)
         k = min(rec["task_index"], len(tasks) - 1)
         fmt = lambda p: format_prompt(tok, p, config.task_chat)
-        calib = tasks[k].examples("eval", config.eval.num_examples, seed=int(seed) + 1000)
+        calib = sd.router_calibration(tasks[k], k, config.eval.num_examples, int(seed))
         o = sampler([fmt(e.prompt) for e in calib], jax.random.key(int(seed)), SamplingParams(
             max_new_tokens=config.rl.max_new_tokens, temperature=0.0,
             marker_ids=marker_ids(config, tok), ban_marker=True))
         failed = np.array([1.0 - tasks[k].score(t, e) for t, e in zip(o.texts, calib)])
         feats = prompt_features(sampler, [e.prompt for e in calib], fmt)
         router.fit(feats[: len(calib) // 2], failed[: len(calib) // 2], feats[len(calib) // 2:])
-      rows = [evaluate_collab(sampler, t, t.examples("eval", config.eval.num_examples, seed=int(seed)),
-                              spec, bridge, tau, router, config, tok, int(seed)) for t in tasks]
+      rows = [evaluate_collab(sampler, t, ev, spec, bridge, tau, router, config, tok, int(seed))
+              for t, ev in zip(tasks, sd.eval_sets(config, tasks, int(seed)))]
       bridge.close()
       out["runs"][f"{algo}_s{seed}"] = {"step": got, "per_task": rows}
   write_json_atomic(os.path.join(workdir, "eval.json"), out)

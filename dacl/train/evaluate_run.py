@@ -25,7 +25,8 @@ def run_eval(config, workdir: str, step=None) -> dict:
   ck = Checkpointer(ckdir)
   state, record, step = ck.restore(state, step)
   task = build_task(config.task)
-  examples = task.examples("eval", config.eval.num_examples, seed=config.seed)
+  from dacl.continual.stream import eval_data_seed
+  examples = task.examples("eval", config.eval.num_examples, seed=eval_data_seed(config, config.seed))
   sampler = Sampler(nnx.merge(graphdef, state.params), tok, max_cache_len=config.model.max_seq_len)
   ev = evaluate(sampler, task, examples, batch_size=config.eval.batch_size,
                 max_new_tokens=config.eval.max_new_tokens, chat=config.task.chat, seed=config.seed)

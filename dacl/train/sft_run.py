@@ -15,6 +15,7 @@ from flax import nnx
 
 from dacl import parallel
 from dacl.build import build_model_and_tokenizer, build_task
+from dacl.continual.stream import data_report, eval_data_seed
 from dacl.evaluation import evaluate
 from dacl.metrics import MetricsWriter, progress, write_json_atomic
 from dacl.sampling import Sampler
@@ -36,7 +37,8 @@ def run_sft(config, workdir: str) -> dict:
   model, tok = build_model_and_tokenizer(config.model, config.seed)
   task = build_task(config.task)
   pool = task.examples("train", config.task.train_size, seed=config.seed)
-  eval_set = task.examples("eval", ec.num_examples, seed=config.seed)
+  eval_set = task.examples("eval", ec.num_examples, seed=eval_data_seed(config, config.seed))
+  data = data_report(task, {"train": pool}, eval_set)
   stream = BatchStream(pool, tc.batch_size * tc.grad_accum, seed=config.seed)
   tx = make_optimizer(oc.lr, tc.steps, oc.warmup_steps, oc.weight_decay, oc.b1, oc.b2,
                       oc.clip_norm, oc.end_lr_ratio)
@@ -87,7 +89,7 @@ def run_sft(config, workdir: str) -> dict:
   final = run_eval()
   results = {"task": task.name, "accuracy": final["accuracy"], "steps": int(tc.steps),
              "algorithm": "sft", "model": config.model.weights or config.model.preset,
-             "eval_examples": final["n"], "seed": int(config.seed),
+             "eval_examples": final["n"], "seed": int(config.seed), "data": data,
              "examples": [{"prompt": p, "completion": c, "gold": g, "score": s}
                           for p, c, g, s in final["samples"][:8]]}
   write_json_atomic(os.path.join(workdir, "results.json"), results)

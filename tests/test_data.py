@@ -48,7 +48,30 @@ def test_reasoning_gym_tasks_verifier_agrees_with_rg_scorer(name):
     assert t.score(wrong, e) == 0.0
     entry = e.meta["rg_entry"]
     ds = reasoning_gym.create_dataset(name, size=1, seed=0)
+    if "answer_rg" in e.meta["rg"]:   # dacl corrected the generator's answer (see below)
+      assert ds.score_answer(e.answer, entry) < 1.0
+      continue
     assert ds.score_answer(e.answer, entry) == 1.0   # rg agrees the gold is gold
+
+
+def _exact(expression: str):
+  """Independent oracle: Python's own evaluation with every literal an exact Fraction."""
+  import re
+  from fractions import Fraction
+  return eval(re.sub(r"(\d+)", r"Fraction(\1)", expression), {"Fraction": Fraction})
+
+
+def test_arithmetic_answers_follow_the_displayed_expression():
+  """reasoning-gym's basic_arithmetic without parentheses computes left to right ("3+1*10" ->
+  40); the prompt shows 3+1*10, whose value is 13. dacl's gold is the displayed expression's."""
+  t = tasks.make_task("basic_arithmetic", prompt_format="expression", min_terms=3, max_terms=3,
+                      min_digits=1, max_digits=1, operators=("+", "-", "*"), allow_parentheses=False)
+  exs = t.examples("train", 300, seed=0)
+  fixed = [e for e in exs if "answer_rg" in e.meta["rg"]]
+  assert 0.05 < len(fixed) / len(exs) < 0.5        # the generator's answer is often wrong here
+  for e in exs:
+    assert float(e.answer) == float(_exact(e.meta["rg"]["expression"])), e.prompt
+  assert any(float(e.meta["rg"]["answer_rg"]) != float(e.answer) for e in fixed)
 
 
 def test_examples_are_deterministic_per_seed():

@@ -165,6 +165,7 @@ class ReasoningGymTask(Task):
 
   def _example(self, e: dict) -> Example:
     md = dict(e["metadata"])
+    e = dict(e, answer=self._exact_answer(md, str(e["answer"])))
     if self.prompt_format == "expression":
       if "expression" not in md:
         raise TaskArgumentError(f"task {self.rg_name!r} has no expression; use "
@@ -181,6 +182,28 @@ class ReasoningGymTask(Task):
     canonical = canonical_form(md["expression"] if "expression" in md else e["question"])
     return Example(prompt=prompt, answer=str(e["answer"]), solution=solution, task=self.name,
                    meta={"rg": md, "rg_entry": e, "canonical": canonical})
+
+  @staticmethod
+  def _exact_answer(md: dict, rg_answer: str) -> str:
+    """The value of the expression as displayed, under the usual operator precedence. reasoning-gym's
+    basic_arithmetic without parentheses accumulates left to right ("3+1*10" -> 40) and floors
+    divisions, so its answer disagrees with its own question for many problems; the displayed
+    expression is what a model (or a real cloud LLM) answers, so it decides. The generator's
+    answer stays in meta["rg"]["answer_rg"] when it differs."""
+    from fractions import Fraction
+    from dacl.data.calculator import CalcError, evaluate, format_value
+    if "expression" not in md:
+      return rg_answer
+    exact = evaluate(md["expression"])
+    if isinstance(exact, CalcError):
+      return rg_answer
+    try:
+      if Fraction(rg_answer) == exact:
+        return rg_answer
+    except (ValueError, ZeroDivisionError):
+      pass
+    md["answer_rg"] = rg_answer
+    return format_value(exact)
 
   def _stream(self, seed):
     import reasoning_gym

@@ -31,9 +31,11 @@ setup(
         "rich>=13",
         "matplotlib>=3.8",
         "tensorboardX>=2.6",
+        "rouge-score>=0.1.2,<0.2",   # Co-PLMs: Rouge-L (the reference implementation's port)
     ],
     extras_require={
-        "test": ["pytest>=8", "pytest-xdist>=3.5", "datasets>=5.2,<6"],
+        # openai: tests talk to `dacl serve` with the official client, as users do
+        "test": ["pytest>=8", "pytest-xdist>=3.5", "datasets>=5.2,<6", "openai>=3.40,<4"],
         # torch must already be installed as the local CPU file (`pip install torch==2.13.0`);
         # this range is satisfied by it and so pulls nothing more.
         # accelerate: transformers needs it to load a GGUF file (the independent GGUF oracle test)

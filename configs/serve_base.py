@@ -17,6 +17,11 @@ def get_serve_base() -> ml_collections.ConfigDict:
       max_batch=16, batch_wait_ms=5.0, default_max_tokens=256, max_n=8,
       max_body_bytes=1 << 20, collab=False, log_level="warning",
       checkpoint=""))         # a `dacl train` checkpoints/ dir: serve that policy's parameters
+  # collab.mode (with --collab): "marker" = the local model offloads whole requests by emitting
+  # the offload marker, under budget.tau; "adaswitch" = step-level switching (the local model
+  # reflects on each step; steps with P("Yes") > collab.threshold are rewritten by the cloud).
+  c.collab = ml_collections.ConfigDict(dict(mode="marker", threshold=0.5, max_steps=10,
+                                            step_max_tokens=64, chat=False))
   c.offload = ml_collections.ConfigDict(dict(marker="<cloud>"))
   c.budget = ml_collections.ConfigDict(dict(tau=0.3))
   c.cloud = cloud_config()

@@ -12,5 +12,6 @@ def get_config():
   c.model.max_seq_len = 1024
   c.serve.model_name = "smollm2-135m-instruct"
   c.offload.marker = "<cloud>"     # a text tag for --collab (SmolLM2 has no such special token)
+  c.collab.chat = True             # --collab mode adaswitch: steps follow the chat template
   c.lock()
   return c

@@ -73,10 +73,12 @@ def _setup_logging():
 JOBS = {
     "sft": "dacl.train.sft_run:run_sft",
     "rl": "dacl.rl.trainer:run_dagrpo",
+    "adaswitch": "dacl.adaswitch.job:run_adaswitch",
 }
 EVALS = {
     "sft": "dacl.train.evaluate_run:run_eval",
     "rl": "dacl.rl.trainer:eval_runs",
+    "adaswitch": "dacl.adaswitch.job:eval_adaswitch",
 }
 
 
@@ -153,6 +155,9 @@ def main(argv=None):
     return 0
   cmd, rest = argv[0], argv[1:]
   _setup_logging()
+  if cmd in ("train", "eval", "serve"):
+    from dacl.compile_cache import enable
+    enable()
   if cmd == "train":
     cmd_train(rest)
   elif cmd == "eval":

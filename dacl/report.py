@@ -90,7 +90,15 @@ def rl_tables(results: dict) -> list:
 
 def print_eval(ev: dict) -> None:
   """`dacl eval` output of any job: RL run directories have "runs", SFT a single result."""
-  if "runs" in ev:
+  if ev.get("algorithm") == "adaswitch":
+    from rich.console import Console
+    c = Console(width=140)
+    for run, r in ev["runs"].items():
+      for t in adaswitch_tables({"modes": r["modes"], "eval_tasks": ev["eval_tasks"],
+                                 "cloud": ev["cloud"], "n_seeds": 1})[:1]:
+        t.title = f"{run} (checkpoint {r['step']}): " + str(t.title)
+        c.print(t)
+  elif "runs" in ev:
     print_eval_table(ev)
   else:
     print_tables(ev)
@@ -110,9 +118,86 @@ def print_eval_table(ev: dict) -> None:
   Console(width=140).print(t)
 
 
+def _pmk(d: dict, k: str, nd: int = 3) -> str:
+  sd = d.get(k + "_std")
+  v = d[k]
+  body = f"{v:.{nd}f}" if isinstance(v, float) else f"{v:,}"
+  return body + (f"±{sd:.{nd}f}" if isinstance(sd, float) and isinstance(v, float) else "")
+
+
+def adaswitch_tables(results: dict) -> list:
+  """Modes, ablations and the threshold sweep of an AdaSwitch run (mean ± std over seeds)."""
+  from rich.table import Table
+  n = results.get("n_seeds", 1)
+  title = (f"AdaSwitch on {', '.join(results.get('eval_tasks', results.get('tasks', [])))} — "
+           f"held-out problems, cloud: {results.get('cloud', '?')}; {n} seed(s)")
+  t = Table(title=title)
+  for col in ("mode", "accuracy", "cloud calls", "local tokens", "cloud tokens", "FLOPs",
+              "steps local / cloud", "switch rate"):
+    t.add_column(col, justify="left" if col == "mode" else "right")
+  for name, m in results["modes"].items():
+    t.add_row(name, _pmk(m, "accuracy"), f"{m['cloud_calls']:,}", f"{m['local_tokens']:,}",
+              f"{m['cloud_tokens']:,}", f"{m['flops']:.3g}",
+              f"{m.get('steps_local', 0):,} / {m.get('steps_cloud', 0):,}", f"{m['switch_rate']:.3f}")
+  out = [t]
+  ada = results["modes"]["adaswitch"]["accuracy"]
+  a = Table(title="ablations (threshold as in adaswitch mode)")
+  for col in ("ablation", "accuracy", "Δ vs adaswitch", "cloud tokens"):
+    a.add_column(col, justify="left" if col == "ablation" else "right")
+  for name, m in results.get("ablations", {}).items():
+    a.add_row(name, _pmk(m, "accuracy"), f"{m['accuracy'] - ada:+.3f}", f"{m['cloud_tokens']:,}")
+  out.append(a)
+  w = Table(title="threshold sweep (adaswitch mode)")
+  for col in ("P(Yes) threshold", "accuracy", "cloud tokens", "switch rate"):
+    w.add_column(col, justify="right")
+  for r in results.get("threshold_sweep", []):
+    w.add_row(f"{r['threshold']:g}", _pmk(r, "accuracy"), f"{r['cloud_tokens']:,}",
+              f"{r['switch_rate']:.3f}")
+  out.append(w)
+  g = results.get("goal")
+  if g:
+    f = lambda x: "—" if x is None else f"{x:.2f}"
+    out.append(f"goal: beats local {g['beats_local']}, beats self_reflection "
+               f"{g['beats_self_reflection']}, local→cloud gap closed {f(g['gap_closed'])} "
+               f"(goal ≥ 0.5), cloud tokens vs cloud-only {f(g['cloud_token_share'])} (goal ≤ 0.30)")
+  return out
+
+
+def write_adaswitch_plots(workdir: str, results: dict) -> list[str]:
+  """Accuracy against cloud tokens per problem over the threshold sweep, with the local,
+  self-reflection and cloud-only modes as reference points -> plots/adaswitch_tradeoff.png."""
+  import matplotlib
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+  os.makedirs(os.path.join(workdir, "plots"), exist_ok=True)
+  modes = results["modes"]
+  n = max(1, modes["cloud"].get("n", 0) or 1)
+  per = lambda m: m["cloud_tokens"] / n
+  fig, ax = plt.subplots(figsize=(6.4, 4.0))
+  sw = results.get("threshold_sweep", [])
+  if sw:
+    ax.plot([per(r) for r in sw], [r["accuracy"] for r in sw], "o-", color="tab:blue",
+            label="adaswitch (threshold sweep)")
+    for r in sw:
+      ax.annotate(f"{r['threshold']:g}", (per(r), r["accuracy"]), fontsize=7,
+                  textcoords="offset points", xytext=(3, 3))
+  for name, color, marker in (("local", "tab:gray", "s"), ("self_reflection", "tab:green", "^"),
+                              ("cloud", "tab:red", "D"), ("adaswitch", "tab:blue", "*")):
+    m = modes[name]
+    ax.errorbar([per(m)], [m["accuracy"]], yerr=[m.get("accuracy_std") or 0], fmt=marker,
+                color=color, ms=10 if name == "adaswitch" else 7, label=name)
+  ax.set_title("AdaSwitch: accuracy vs cloud tokens (held-out)", fontsize=10)
+  return [_finish(fig, ax, "cloud tokens per problem", "accuracy",
+                  os.path.join(workdir, "plots", "adaswitch_tradeoff.png"), legend=True)]
+
+
 def print_tables(results: dict) -> None:
   from rich.console import Console
   c = Console(width=140)
+  if results.get("algorithm") == "adaswitch" and "modes" in results:
+    for t in adaswitch_tables(results):
+      c.print(t)
+    return
   if "algorithms" in results:
     for t in rl_tables(results):
       c.print(t)
@@ -127,6 +212,8 @@ def write_plots(workdir: str, results: dict = None) -> list[str]:
   accuracy over steps -> DIR/plots/*.png. Returns the paths written."""
   if results and "algorithms" in results:
     return write_rl_plots(workdir, results)
+  if results and results.get("algorithm") == "adaswitch":
+    return write_adaswitch_plots(workdir, results)
   import matplotlib
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt

@@ -243,16 +243,29 @@ def decode(graphdef, state, cache, logits, prompt_len, key, max_new, temperature
   return toks, lps, slps, reason, lengths, cache
 
 
+@functools.partial(jax.jit, static_argnames=("graphdef",))
+def next_token_logprobs(graphdef, state, tokens, mask, ids):
+  """log p(ids | prompt) at the position after each left-padded prompt: tokens/mask [B, P],
+  ids [C] -> [B, C] (one forward, no cache)."""
+  model = nnx.merge(graphdef, state)
+  positions = jnp.maximum(jnp.cumsum(mask, axis=1) - 1, 0).astype(jnp.int32)
+  logits, _ = model(tokens, positions, mask, last_only=True)
+  return jax.nn.log_softmax(logits[:, -1], axis=-1)[:, ids]
+
+
 class Sampler:
   """Generates from a Decoder with a tokenizer. Compiles once per (row bucket, prompt bucket,
-  buffer bucket, stop-set shape)."""
+  buffer bucket, stop-set shape). min_bucket / min_rows: the smallest prompt-length and row
+  buckets (raise them when row counts and lengths vary call to call, to compile fewer shapes)."""
 
-  def __init__(self, model, tokenizer, max_cache_len: Optional[int] = None, min_bucket: int = 16):
+  def __init__(self, model, tokenizer, max_cache_len: Optional[int] = None, min_bucket: int = 16,
+               min_rows: int = 1):
     self.graphdef, self.state = nnx.split(model)
     self.cfg = model.cfg
     self.tokenizer = tokenizer
     self.max_cache_len = max_cache_len or self.cfg.max_seq_len
     self.min_bucket = min_bucket
+    self.min_rows = min_rows
 
   def update_state(self, state):
     """Swap in new parameters (same structure) without recompiling."""
@@ -268,6 +281,24 @@ class Sampler:
       out.append(ids)
     return out
 
+  def _pad(self, ids, P: int):
+    """Left-padded [Bp, P] tokens and mask; Bp is the row bucket (power of two >= min_rows)."""
+    return _pad_rows(ids, P, next_bucket(len(ids), max(1, self.min_rows)), self.tokenizer.pad_id)
+
+  def score_next(self, prompts, token_ids) -> np.ndarray:
+    """log p(t | prompt) for each t in token_ids at the next position after each prompt:
+    [len(prompts), len(token_ids)] float32. One batched forward (bucketed like sampling)."""
+    ids = self.encode_prompts(prompts)
+    longest = max(len(x) for x in ids)
+    if longest > self.max_cache_len:
+      raise PromptTooLongError(f"prompt of {longest} tokens exceeds the context length "
+                               f"{self.max_cache_len}")
+    P = max(min(next_bucket(longest, self.min_bucket), self.max_cache_len), longest)
+    tokens, mask = self._pad(ids, P)
+    out = next_token_logprobs(self.graphdef, self.state, jnp.asarray(tokens), jnp.asarray(mask),
+                              jnp.asarray(list(token_ids), jnp.int32))
+    return np.asarray(out)[:len(ids)]
+
   def __call__(self, prompts, key, params: SamplingParams = SamplingParams()) -> SampleOutput:
     ids = self.encode_prompts(prompts)
     B, G = len(ids), params.num_samples
@@ -279,13 +310,8 @@ class Sampler:
           f"KV cache length {self.max_cache_len}; shorten the prompt or raise max_cache_len")
     P = min(next_bucket(longest, self.min_bucket), self.max_cache_len - M)
     P = max(P, longest)
-    Bp = next_bucket(B, 1)
-    tokens = np.full((Bp, P), self.tokenizer.pad_id, np.int32)
-    mask = np.zeros((Bp, P), bool)
-    for b, x in enumerate(ids):
-      tokens[b, P - len(x):] = x
-      mask[b, P - len(x):] = True
-    tokens[B:, -1], mask[B:, -1] = self.tokenizer.pad_id, True   # dummy rows: one token
+    tokens, mask = self._pad(ids, P)
+    Bp = tokens.shape[0]
     stop_ids = params.stop_token_ids if params.stop_token_ids is not None else self.tokenizer.stop_ids
     stop_arr = np.full((Bp * G, max(1, len(stop_ids))), -1, np.int32)
     stop_arr[:, :len(stop_ids)] = list(stop_ids)
@@ -325,6 +351,16 @@ class Sampler:
     return SampleOutput(np.where(mask, toks, self.tokenizer.pad_id), np.where(mask, lps, 0.0),
                         np.where(mask, slps, 0.0), mask, lengths, reason, texts,
                         np.repeat([len(x) for x in ids], G))
+
+
+def _pad_rows(ids, P: int, Bp: int, pad_id: int):
+  tokens = np.full((Bp, P), pad_id, np.int32)
+  mask = np.zeros((Bp, P), bool)
+  for b, x in enumerate(ids):
+    tokens[b, P - len(x):] = x
+    mask[b, P - len(x):] = True
+  tokens[len(ids):, -1], mask[len(ids):, -1] = pad_id, True   # dummy rows: one token
+  return tokens, mask
 
 
 def _find_stop(text: str, stops) -> tuple[int, Optional[str]]:

@@ -54,6 +54,21 @@ def test_reasoning_gym_tasks_verifier_agrees_with_rg_scorer(name):
     assert ds.score_answer(e.answer, entry) == 1.0   # rg agrees the gold is gold
 
 
+@pytest.mark.parametrize("name", ["spell_backward", "word_sorting", "family_relationships"])
+def test_text_tasks_score_by_exact_match_and_agree_with_rg(name):
+  import reasoning_gym
+  kw = {"prompt_format": "compact"} if name != "family_relationships" else {}
+  t = tasks.make_task(name, **kw)
+  for e in t.examples("train", 6, seed=2):
+    assert t.score(e.answer, e) == 1.0 and t.score(f"  {e.answer} ", e) == 1.0
+    assert t.score(e.answer + "x", e) == 0.0
+    ds = reasoning_gym.create_dataset(name, size=1, seed=0)
+    assert ds.score_answer(e.answer, e.meta["rg_entry"]) == 1.0
+  if name == "spell_backward":
+    e = t.examples("eval", 1)[0]
+    assert e.prompt == f"reverse: {e.answer[::-1]}="
+
+
 def _exact(expression: str):
   """Independent oracle: Python's own evaluation with every literal an exact Fraction."""
   import re

@@ -42,6 +42,17 @@ SHORT = {
                              "--config.task.train_size=8", "--config.eval.num_examples=2",
                              "--config.eval.max_new_tokens=4"],
 }
+_ADA = ["--config.stage1.steps=2", "--config.stage1.examples_per_task=16",
+        "--config.stage1.batch_size=4", "--config.stage2.questions_per_task=2",
+        "--config.stage3.steps=2", "--config.stage3.batch_size=4", "--config.eval.num_examples=2",
+        "--config.adaswitch.batch_rows=4", "--config.adaswitch.space_draws=50",
+        "--config.adaswitch.max_steps=2", "--config.adaswitch.thresholds=(0.5,)"]
+SHORT["adaswitch_arith.py"] = _ADA
+SHORT["adaswitch_smollm2_gsm.py"] = _ADA + [
+    "--config.stage1.batch_size=1", "--config.stage3.batch_size=1", "--config.stage1.seq_len=384",
+    "--config.stage3.seq_len=384", "--config.adaswitch.step_max_tokens=16",
+    "--config.eval_tasks[0].eval_size=1", "--config.eval_tasks[1].eval_size=1",
+    "--config.cloud.max_tokens=32"]
 SERVE_CONFIGS = ("serve_tiny.py", "serve_smollm2.py")
 
 
@@ -110,9 +121,17 @@ def _kind(cmd):
     return "train_http"
   if cmd.startswith("dacl train"):
     return "train"
-  if cmd.startswith(("dacl eval", "dacl report")):
-    return "after_sft"
+  if cmd.startswith("dacl eval"):
+    return "eval"
+  if cmd.startswith("dacl report"):
+    return "report"
   return None
+
+
+def _eval_config(cmd):
+  """The config whose training run a README `dacl eval` needs (CONFIG: the SFT example)."""
+  c = _config_of(cmd)
+  return "sft_arith.py" if c in (None, "CONFIG") else c
 
 
 def test_every_readme_command_is_covered():
@@ -125,6 +144,8 @@ def test_every_readme_command_is_covered():
       assert os.path.exists(os.path.join(ROOT, "configs", _config_of(cmd))), cmd
     if kind == "serve":
       assert _config_of(cmd) in SERVE_CONFIGS, cmd
+    if kind == "eval":   # runs after the README's training command of the same config
+      assert any(_kind(c) == "train" and _config_of(c) == _eval_config(cmd) for c in COMMANDS), cmd
 
 
 TRAIN = [c for c in COMMANDS if _kind(c) == "train"]
@@ -137,17 +158,28 @@ def test_readme_train_command(cmd, tmp_path):
   assert r.returncode == 0, (cmd, r.stderr[-3000:])
   res = json.load(open(os.path.join(wd, "results.json")))
   assert os.listdir(os.path.join(wd, "plots")), cmd
-  if _config_of(cmd) == "sft_arith.py":   # the eval / report templates run on this run
-    for other in COMMANDS:
-      if _kind(other) != "after_sft":
-        continue
-      argv = _argv(other.replace("CONFIG", "configs/sft_arith.py").replace("runs/main", "DIR"),
-                   wd)
-      if argv[0] == "eval":
-        argv += SHORT["sft_arith.py"]
+  for other in COMMANDS:   # README eval commands of this config, and the report templates
+    kind = _kind(other)
+    if not ((kind == "eval" and _eval_config(other) == _config_of(cmd)) or
+            (kind == "report" and _config_of(cmd) == "sft_arith.py")):
+      continue
+    other = other.replace("CONFIG", f"configs/{_config_of(cmd)}").replace("runs/main", "DIR")
+    upstream, cloud_port = None, None
+    if "base_url=" in other:   # the cloud it names: the README's own tiny server
+      cloud_port = _free_port()
+      tiny = next(c for c in COMMANDS if _kind(c) == "serve" and _config_of(c) == "serve_tiny.py")
+      upstream = _start_server(tiny, cloud_port)
+    try:
+      argv = _argv(other, wd, cloud_port=cloud_port)
+      if kind == "eval":
+        argv += SHORT[_config_of(cmd)]
       r = _run(argv)
-      assert r.returncode == 0, (other, r.stderr[-3000:])
-      assert "accuracy" in r.stdout or "ACC" in r.stdout, (other, r.stdout[-1000:])
+    finally:
+      if upstream is not None:
+        upstream.terminate()
+        upstream.wait(timeout=30)
+    assert r.returncode == 0, (other, r.stderr[-3000:])
+    assert any(w in r.stdout for w in ("accuracy", "ACC")), (other, r.stdout[-1000:])
   if "algorithms" in res:
     import glob
     import math

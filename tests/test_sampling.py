@@ -18,12 +18,17 @@ def tiny():
   return create_model(cfg, seed=1), ByteTokenizer()
 
 
-def _greedy_full_recompute(model, ids, n):
+def _greedy_full_recompute(model, ids, n, width=32):
+  """Greedy by full forwards without a cache: one right-padded shape (attention is causal, so
+  the padding after position len(ids)-1 cannot change it), compiled once."""
+  fwd = jax.jit(lambda t, m: model(t, None, m)[0])
   ids = list(ids)
   out = []
   for _ in range(n):
-    logits, _ = model(jnp.asarray([ids], jnp.int32))
-    t = int(jnp.argmax(logits[0, -1]))
+    toks = np.zeros((1, width), np.int32)
+    toks[0, :len(ids)] = ids
+    logits = fwd(jnp.asarray(toks), jnp.asarray(np.arange(width)[None] < len(ids)))
+    t = int(jnp.argmax(logits[0, len(ids) - 1]))
     out.append(t)
     ids.append(t)
   return out

@@ -19,7 +19,9 @@ TASK_KW = {
     "products": dict(prompt_format="expression", min_terms=2, max_terms=2, min_digits=1, max_digits=2),
     "basic_arithmetic": dict(prompt_format="expression", min_terms=3, max_terms=3, min_digits=1,
                              max_digits=1, operators=("+", "-", "*"), allow_parentheses=False),
-    "gsm_symbolic": {}, "leg_counting": {}, "gsm8k_jsonl": {},
+    "gsm_symbolic": {}, "leg_counting": {}, "gsm8k_jsonl": {}, "family_relationships": {},
+    "spell_backward": dict(prompt_format="compact"), "letter_counting": dict(prompt_format="compact"),
+    "word_sorting": dict(prompt_format="compact", min_words=3, max_words=4),
 }
 
 
@@ -99,6 +101,16 @@ def test_shipped_configs_evaluate_on_problems_they_never_train_on(path):
         ev = {e.canonical for e in held[k]}
         assert ev and not ev & trained, (path, seed, t.name)
         assert not {e.prompt for e in held[k]} & {e.prompt for e in sd.rl_pool(t, k, c.stream.train_size, seed)}
+  elif c.algorithm == "adaswitch":
+    from dacl.adaswitch import job
+    ts = [build_task(tc) for tc in c.tasks]
+    for seed in sorted({int(s) for s in c.seeds} | {1}):
+      p1, p2, _ = job.training_pools(c, ts, seed)
+      trained = {e.canonical for e, _ in p1 + p2}
+      held = job.eval_sets(c, seed)
+      assert trained and all(pairs for _, pairs in held), path
+      for t, pairs in held:
+        assert not {e.canonical for e, _ in pairs} & trained, (path, seed, t.name)
   elif "task" in c and c.algorithm == "sft":
     t = build_task(c.task)
     for seed in (int(c.seed), 1, 2):

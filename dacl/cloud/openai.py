@@ -189,13 +189,15 @@ class OpenAICloud(CloudLLM):
 
   def _payload(self, req: CloudRequest) -> tuple[str, dict]:
     body = {"model": self.model, "max_tokens": req.max_tokens, "temperature": req.temperature}
-    if self.stop:
-      body["stop"] = list(self.stop)
+    stop = tuple(req.stop) or self.stop
+    if stop:
+      body["stop"] = list(stop)
+    system = req.system if req.system is not None else self.system_prompt
     if self.mode == "chat":
-      msgs = ([{"role": "system", "content": self.system_prompt}] if self.system_prompt else [])
+      msgs = ([{"role": "system", "content": system}] if system else [])
       body["messages"] = msgs + [{"role": "user", "content": req.prompt}]
       return f"{self.base_url}/chat/completions", body
-    body["prompt"] = req.prompt
+    body["prompt"] = (system + "\n\n" + req.prompt) if system and req.system is not None else req.prompt
     return f"{self.base_url}/completions", body
 
   def _parse(self, req: CloudRequest, data, latency: float) -> CloudResponse:

@@ -20,6 +20,9 @@ class CloudRequest:
   temperature: float = 0.0
   task: str = ""
   gold: Optional[str] = None   # used by the *simulated* cloud only; never sent over HTTP
+  kind: str = "answer"         # "answer": solve the problem; "step": write the next step only
+  system: Optional[str] = None  # a system prompt for this request (default: the back-end's)
+  stop: tuple = ()              # stop strings for this request (default: the back-end's)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -51,7 +54,10 @@ class CloudLLM(abc.ABC):
 
   def cache_key(self, req: CloudRequest) -> str:
     """Persistent-cache key: what determines the answer (never the bridge's row key)."""
-    blob = json.dumps([self.cache_id, req.prompt, int(req.max_tokens), float(req.temperature)])
+    parts = [self.cache_id, req.prompt, int(req.max_tokens), float(req.temperature)]
+    if req.system is not None or req.stop:   # appended only when set: old keys stay valid
+      parts += [req.system, list(req.stop)]
+    blob = json.dumps(parts)
     return hashlib.sha256(blob.encode()).hexdigest()
 
   @abc.abstractmethod

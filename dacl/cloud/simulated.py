@@ -21,16 +21,32 @@ def _fmt(x: float) -> str:
   return str(int(round(x))) if abs(x - round(x)) < 1e-9 else f"{x:.4g}"
 
 
+def _slip(text: str, rng) -> str:
+  """A plausible wrong version of a step: one number in its action (else anywhere) is off by a
+  small amount."""
+  import re
+  nums = [m for m in re.finditer(r"(?<![R\w])\d+", text)]
+  action = text.find("Action:")
+  pick = [m for m in nums if m.start() > action] or nums
+  if not pick:
+    return text
+  m = pick[int(rng.integers(len(pick)))]
+  v = int(m.group(0)) + int(rng.integers(1, 10)) * (1 if rng.random() < 0.5 else -1)
+  return text[:m.start()] + str(abs(v)) + text[m.end():]
+
+
 class SimulatedCloud(CloudLLM):
   name = "simulated"
 
   def __init__(self, p_correct: float = 0.9, p_correct_per_task: Optional[dict] = None,
+               p_correct_step: Optional[float] = None,
                latency_ms: float = 0.0, latency_dist: str = "const", latency_jitter: float = 0.0,
                price_prompt_per_1k: float = 0.0005, price_completion_per_1k: float = 0.0015,
                seed: int = 0, fail_rate: float = 0.0):
     if latency_dist not in ("const", "uniform", "lognormal"):
       raise ValueError(f"latency_dist must be const|uniform|lognormal, got {latency_dist!r}")
     self.p = p_correct
+    self.p_step = p_correct if p_correct_step is None else p_correct_step
     self.p_task = dict(p_correct_per_task or {})
     self.latency_ms, self.dist, self.jitter = latency_ms, latency_dist, latency_jitter
     self.price_in, self.price_out = price_prompt_per_1k, price_completion_per_1k
@@ -41,7 +57,7 @@ class SimulatedCloud(CloudLLM):
   @property
   def cache_id(self) -> str:
     return (f"simulated|{self.seed}|{self.p}|{sorted(self.p_task.items())}|{self.fail_rate}|"
-            f"{self.price_in}|{self.price_out}")
+            f"{self.price_in}|{self.price_out}" + (f"|step{self.p_step}" if self.p_step != self.p else ""))
 
   def cache_key(self, req: CloudRequest) -> str:   # the simulated answer depends on the row key
     blob = f"{self.cache_id}|{req.key}|{req.gold}|{req.prompt}"
@@ -67,6 +83,10 @@ class SimulatedCloud(CloudLLM):
     lat = self._latency(rng)
     if rng.random() < self.fail_rate:
       return "", lat, "simulated fault"
+    if req.kind == "step":   # `gold` is the correct next step's text (AdaSwitch)
+      if req.gold is None:
+        return "I cannot tell.", lat, None
+      return (req.gold if rng.random() < self.p_step else _slip(req.gold, rng)), lat, None
     gold = extract_answer(req.gold) if req.gold is not None else None
     if gold is None:
       return "I cannot tell.", lat, None

@@ -134,11 +134,34 @@ class Task:
     return numeric_reward(completion, ex.answer)
 
 
+# prompt_format "compact": short prompts a byte-level model can learn, for families whose
+# metadata holds the problem (the split still follows the canonical question text).
+_COMPACT = {
+    "spell_backward": lambda md: f"reverse: {md['word']}=",
+    "word_sorting": lambda md: (f"sort {'up' if md['direction'] == 'ascending' else 'down'}: "
+                                f"{' '.join(md['transformed_words'])}="),
+    "letter_counting": lambda md: (f"count {md['target_letter']}: "
+                                   f"{' '.join(md['span']) if isinstance(md['span'], list) else md['span']}="),
+}
+# Families whose answers are text (exact match after whitespace normalisation), not numbers.
+TEXT_FAMILIES = ("spell_backward", "word_sorting", "family_relationships", "letter_jumble",
+                 "caesar_cipher", "word_ladder")
+
+
+def text_match(completion: str, gold: str) -> float:
+  """1.0 when the completion's answer (after a `####` if any) equals the gold text up to
+  surrounding and repeated whitespace."""
+  ans = completion.split("####")[-1] if "####" in completion else completion
+  norm = lambda x: " ".join(str(x).split())
+  return float(norm(ans) == norm(gold))
+
+
 class ReasoningGymTask(Task):
   """A reasoning-gym dataset. prompt_format: "question" (the generator's text), "expression"
-  (`<expression>=`, compact, for byte-level models; arithmetic families only) or "chat"
-  (question plus an instruction to end with `#### <answer>`). Other keyword arguments are the
-  generator's own (checked against its config class)."""
+  (`<expression>=`, compact, for byte-level models; arithmetic families only), "compact" (short
+  prompts for some text families, see _COMPACT) or "chat" (question plus an instruction to end
+  with `#### <answer>`). Other keyword arguments are the generator's own (checked against its
+  config class). Text families are scored by exact match, the others numerically."""
 
   CHUNK = 256   # items per generator instance (gsm_symbolic precomputes per-item templates)
 
@@ -146,9 +169,12 @@ class ReasoningGymTask(Task):
                **rg_kwargs):
     import reasoning_gym
     from reasoning_gym.factory import DATASETS
-    if prompt_format not in ("question", "expression", "chat"):
-      raise TaskArgumentError(f"task {rg_name!r}: prompt_format must be question|expression|chat, "
-                              f"got {prompt_format!r}")
+    if prompt_format not in ("question", "expression", "chat", "compact"):
+      raise TaskArgumentError(f"task {rg_name!r}: prompt_format must be question|expression|"
+                              f"compact|chat, got {prompt_format!r}")
+    if prompt_format == "compact" and rg_name not in _COMPACT:
+      raise TaskArgumentError(f"task {rg_name!r} has no compact prompt format (those that do: "
+                              f"{', '.join(sorted(_COMPACT))})")
     fields = {f.name for f in dataclasses.fields(DATASETS[rg_name][1])} - {"seed", "size"}
     for key in rg_kwargs:
       if key not in fields:
@@ -172,6 +198,8 @@ class ReasoningGymTask(Task):
                                 f"prompt_format='question'")
       prompt = md["expression"].replace(" ", "") + "="
       solution = e["answer"]
+    elif self.prompt_format == "compact":
+      prompt, solution = _COMPACT[self.rg_name](md), str(e["answer"])
     else:
       prompt = e["question"]
       cot = (md.get("answer_cot") or "").rstrip()
@@ -215,7 +243,14 @@ class ReasoningGymTask(Task):
         yield self._example(ds[i])
 
 
-for _n in ("basic_arithmetic", "chain_sum", "gsm_symbolic", "products", "leg_counting"):
+  def score(self, completion: str, ex: Example) -> float:
+    if self.rg_name in TEXT_FAMILIES:
+      return text_match(completion, ex.answer)
+    return numeric_reward(completion, ex.answer)
+
+
+for _n in ("basic_arithmetic", "chain_sum", "gsm_symbolic", "products", "leg_counting",
+           "spell_backward", "word_sorting", "letter_counting", "family_relationships"):
   register_task(_n)(functools.partial(ReasoningGymTask, _n))
 
 

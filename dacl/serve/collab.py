@@ -29,6 +29,7 @@ class CollabAnswer:
   cloud_latency_s: float = 0.0
   cloud_error: Optional[str] = None
   usage_rate: float = 0.0       # running cloud-usage rate after this request
+  detail: Optional[dict] = None  # mode-specific: adaswitch reports the steps each side wrote
 
 
 class Collaborator:

@@ -206,8 +206,8 @@ class App:
     headers = {}
     if answers is not None:
       body["dacl"] = [{"route": a.route, "cost": a.cost, "cloud_latency_s": round(a.cloud_latency_s, 4),
-                       "usage_rate": round(a.usage_rate, 4), "cloud_error": a.cloud_error}
-                      for a in answers]
+                       "usage_rate": round(a.usage_rate, 4), "cloud_error": a.cloud_error,
+                       **(a.detail or {})} for a in answers]
       if len(body["dacl"]) == 1:
         body["dacl"] = body["dacl"][0]
       headers["x-dacl-route"] = ",".join(a.route for a in answers)
@@ -235,5 +235,5 @@ class App:
     out = {"server": self.counts, "engine": self.engine.stats}
     if self.collab is not None:
       out["collab"] = {**self.collab.stats, "usage_rate": self.collab.usage_rate,
-                       "tau": self.collab.tau}
+                       "tau": self.collab.tau, "mode": getattr(self.collab, "mode", "marker")}
     return JSONResponse(out)

@@ -78,6 +78,35 @@ def make_train_step(graphdef, tx: optax.GradientTransformation, loss_fn=sft_loss
   return jax.jit(step, donate_argnums=0)
 
 
+def fit(graphdef, state: TrainState, tx, batch_fn, steps: int, ckpt_dir: str, *, desc: str,
+        record: dict = None, save_every: int = 0, postfix_every: int = 50) -> TrainState:
+  """A resumable SFT phase: `steps` updates on batch_fn(i) (0-based step -> numpy batch dict
+  [b, T]), checkpointed in ckpt_dir every `save_every` steps and at the end. A finished phase
+  is restored, not rerun; batches depend only on i, so a resumed phase equals an uninterrupted
+  one."""
+  from dacl.metrics import progress
+  from dacl.train.checkpoint import Checkpointer
+  ck = Checkpointer(ckpt_dir, save_every or steps, 1)
+  start = 0
+  if ck.latest_step() is not None:
+    state, _, start = ck.restore(state)
+  if start < steps:
+    step_fn = make_train_step(graphdef, tx)
+    bar = progress(steps, initial=start, desc=desc)
+    for s in range(start + 1, steps + 1):
+      raw = batch_fn(s - 1)
+      state, m = step_fn(state, {k: v[None] for k, v in raw.items() if isinstance(v, np.ndarray)})
+      bar.update(1)
+      if s % postfix_every == 0:
+        bar.set_postfix(loss=f"{float(m['loss']):.3f}")
+      if save_every and s % save_every == 0 and s < steps:
+        ck.save(s, state, dict(record or {}, step=s))
+    bar.close()
+    ck.save(steps, state, dict(record or {}, step=steps))
+  ck.close()
+  return state
+
+
 def make_sft_batch(examples: Sequence, tokenizer, seq_len: int, add_bos=None,
                    chat: bool = False) -> dict:
   """Right-padded next-token batch. Loss only on the demonstration (and its EOS).

@@ -1,0 +1,358 @@
+"""The AdaSwitch job: `dacl train --config=configs/adaswitch_arith.py --workdir=DIR`.
+
+Per seed, in WORKDIR/runs/s<seed>/ (every stage resumable; a rerun skips finished stages):
+  stage1/  self-practice SFT on gold trajectories of train-split problems (Observations masked)
+  stage2/  collaborative examination: the stage-1 model solves other train-split problems, the
+           rule check flags its first wrong step, the cloud corrects it, repeatedly
+           (trajectories.jsonl, stats.json)
+  stage3/  reflective SFT (from stage 1) on those trajectories plus gold ones
+  eval/    one JSON per evaluated setting: the four modes, the threshold sweep, the ablations
+Evaluation is on eval-split problems, disjoint from both training pools (checked). results.json
+holds the mean over seeds with `_std` (ddof = 1) and every seed's figures.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from dacl.adaswitch import engine as eng
+from dacl.adaswitch import training as trn
+from dacl.adaswitch import trajectories as tj
+from dacl.build import build_model_and_tokenizer, build_task
+from dacl.cloud.config import bridge_from_config, describe as describe_cloud
+from dacl.continual.metrics import mean_std
+from dacl.continual.stream import data_report, eval_data_seed
+from dacl.data.splits import derive_seed
+from dacl.metrics import write_json_atomic
+from dacl.sampling import Sampler
+from dacl.train.sft import BatchStream, fit, init_train_state, make_optimizer
+
+log = logging.getLogger("dacl")
+
+MODES = ("local", "self_reflection", "adaswitch", "cloud")
+ABLATIONS = ("no_cloud", "no_reflection", "no_reflective_learning")
+
+
+def _golden(task, split, n, seed, distinct=None):
+  """(example, gold trajectory) pairs: examples whose solution converts to verified steps."""
+  exs = task.examples(split, n, seed=seed, distinct=distinct)
+  pairs = [(e, tj.gold_for(e)) for e in exs]
+  return [(e, g) for e, g in pairs if g is not None], len(exs)
+
+
+def _eval_tasks(config):
+  return [build_task(t) for t in (config.eval_tasks if len(config.eval_tasks) else config.tasks)]
+
+
+def _eval_size(config, tc) -> int:
+  return int(tc.get("eval_size", 0) or 0) or int(config.eval.num_examples)
+
+
+def eval_sets(config, seed):
+  tcs = list(config.eval_tasks) if len(config.eval_tasks) else list(config.tasks)
+  out = []
+  for t, tc in zip(_eval_tasks(config), tcs):
+    pairs, n = _golden(t, "eval", _eval_size(config, tc), eval_data_seed(config, seed))
+    out.append((t, pairs))
+  return out
+
+
+def training_pools(config, tasks, seed):
+  """(stage-1 pairs, stage-2 pairs, coverage): (example, gold) pairs from the train split, each
+  pool at its own data seed; coverage says how many drawn problems had a verified gold
+  trajectory."""
+  pool1, pool2, coverage = [], [], {}
+  for k, t in enumerate(tasks):
+    p, n = _golden(t, "train", config.stage1.examples_per_task, derive_seed(seed, "adaswitch-sft", k))
+    q, m = _golden(t, "train", config.stage2.questions_per_task, derive_seed(seed, "adaswitch-exam", k))
+    pool1 += p
+    pool2 += q
+    coverage[t.name] = {"stage1": f"{len(p)}/{n}", "stage2": f"{len(q)}/{m}"}
+  return pool1, pool2, coverage
+
+
+def engine_config(config, seed: int, **kw) -> eng.EngineConfig:
+  a = config.adaswitch
+  base = dict(max_steps=a.max_steps, step_max_tokens=a.step_max_tokens, threshold=a.threshold,
+              max_fixes_per_step=a.max_fixes_per_step, temperature=a.temperature,
+              cloud_max_tokens=config.cloud.max_tokens, cloud_attempts=config.stage2.cloud_attempts,
+              seed=seed)
+  base.update(kw)
+  return eng.EngineConfig(**base)
+
+
+def run_mode(sampler, tok, config, bridge, pairs, mode, seed, chat, **kw) -> list:
+  """All (example, gold) pairs through the engine in batches of adaswitch.batch_rows."""
+  e = eng.StepEngine(sampler, tok, engine_config(config, seed, **kw), bridge=bridge, chat=chat,
+                     context_limit=config.model.max_seq_len)
+  rows, B = [], int(config.adaswitch.batch_rows)
+  for i in range(0, len(pairs), B):
+    chunk = pairs[i:i + B]
+    rows += e.run(e.new_rows([x for x, _ in chunk], [g for _, g in chunk]), mode)
+  return rows
+
+
+def summarise(rows, local_params: int, cloud_params: float) -> dict:
+  """accuracy, cloud calls, local/cloud tokens, FLOPs (2·params·tokens per model: the local
+  model over every token it processed, prefill included; the cloud over its prompt and
+  completion tokens), steps written by each side, and the switch rate."""
+  n = max(1, len(rows))
+  local_tokens = sum(r.local_tokens for r in rows)
+  processed = sum(r.local_processed for r in rows)
+  cloud_tokens = sum(r.cloud_prompt_tokens + r.cloud_completion_tokens for r in rows)
+  judged = sum(1 for r in rows for x in r.records if x.p_yes is not None)
+  steps = {"local": sum(r.steps_by.get("local", 0) for r in rows),
+           "cloud": sum(r.steps_by.get("cloud", 0) for r in rows)}
+  return {"accuracy": float(np.mean([r.correct for r in rows])) if rows else 0.0, "n": len(rows),
+          "cloud_calls": int(sum(r.cloud_calls for r in rows)),
+          "cloud_faults": int(sum(r.cloud_faults for r in rows)),
+          "local_tokens": int(local_tokens), "local_tokens_processed": int(processed),
+          "cloud_tokens": int(cloud_tokens),
+          "flops": float(2 * local_params * processed + 2 * cloud_params * cloud_tokens),
+          "steps_local": steps["local"], "steps_cloud": steps["cloud"],
+          "switches": int(sum(r.switches for r in rows)),
+          "switch_rate": float(sum(r.switches for r in rows) / judged) if judged else 0.0,
+          "cloud_tokens_per_problem": cloud_tokens / n}
+
+
+def _evaluate(name, fn, eval_dir):
+  """Cached per setting: a rerun (or a resumed run) reuses finished evaluations."""
+  path = os.path.join(eval_dir, f"{name}.json")
+  if os.path.exists(path):
+    import json
+    with open(path) as f:
+      return json.load(f)
+  t = time.perf_counter()
+  out = fn()
+  out["wall_s"] = round(time.perf_counter() - t, 2)
+  write_json_atomic(path, out)
+  log.info("eval %s: accuracy %.3f, cloud tokens %d", name, out["accuracy"], out["cloud_tokens"])
+  return out
+
+
+def _stage_opt(sc, config, steps):
+  oc = config.optim
+  return make_optimizer(sc.lr, steps, sc.warmup_steps, oc.weight_decay, oc.b1, oc.b2, oc.clip_norm,
+                        0.1)
+
+
+def run_seed(config, run_dir: str, seed: int, workdir: str) -> dict:
+  os.makedirs(run_dir, exist_ok=True)
+  chat = bool(config.task_chat)
+  model, tok = build_model_and_tokenizer(config.model, seed)
+  local_params = model.cfg.num_params()
+  cloud_params = float(config.adaswitch.cloud_params)
+  tasks = [build_task(t) for t in config.tasks]
+  s1, s2, s3 = config.stage1, config.stage2, config.stage3
+
+  # -- data: two training pools and the held-out sets, disjoint by split ------------------
+  pool1, pool2, coverage = training_pools(config, tasks, seed)
+  held = eval_sets(config, seed)
+  trained = {t.name: {"stage1": [e for e, _ in pool1 if e.task == t.name],
+                      "stage2": [e for e, _ in pool2 if e.task == t.name]} for t in tasks}
+  data = {t.name: data_report(t, trained.get(t.name, {}), [e for e, _ in pairs],
+                              space_draws=int(config.adaswitch.space_draws))
+          for t, pairs in held}
+  for t, pairs in held:
+    data[t.name]["gold_coverage"] = {**coverage.get(t.name, {}), "eval": len(pairs)}
+
+  # -- stage 1: self-practice --------------------------------------------------------------
+  qtext = lambda e: eng.question_text(tok, e.prompt, chat)
+  items1 = [trn.trajectory_tokens(tok, qtext(e), g.records(), "self_practice", chat)
+            for e, g in pool1]
+  tx1 = _stage_opt(s1, config, s1.steps)
+  graphdef, state = init_train_state(model, tx1, seed)
+  st1 = BatchStream(items1, s1.batch_size, seed)
+  state = fit(graphdef, state, tx1, lambda i: trn.make_trajectory_batch(st1.batch(i), tok, s1.seq_len),
+              s1.steps, os.path.join(run_dir, "stage1", "checkpoints"),
+              desc=f"stage 1 self-practice (seed {seed})", record={"stage": 1, "seed": seed},
+              save_every=config.train.save_every)
+  params1 = state.params
+  sampler = Sampler(nnx.merge(graphdef, params1), tok, max_cache_len=config.model.max_seq_len,
+                    min_bucket=int(config.adaswitch.min_bucket),
+                    min_rows=int(config.adaswitch.batch_rows))
+  bridge = bridge_from_config(config.cloud, workdir)
+
+  # -- stage 2: collaborative examination -----------------------------------------------------
+  s2dir = os.path.join(run_dir, "stage2")
+  os.makedirs(s2dir, exist_ok=True)
+  tpath = os.path.join(s2dir, "trajectories.jsonl")
+  if not os.path.exists(tpath):
+    t0 = time.perf_counter()
+    rows = run_mode(sampler, tok, config, bridge, pool2, "oracle", seed, chat,
+                    temperature=float(s2.temperature))
+    out = [{"task": r.example.task, "prompt": r.example.prompt, "failed": r.failed,
+            "records": [trn.record_to_json(x) for x in r.records]} for r in rows]
+    n_steps = sum(1 for r in rows for x in r.records if x.author == "local")
+    n_wrong = sum(1 for r in rows for x in r.records if x.author == "local" and x.wrong)
+    stats = {"questions": len(rows), "failed": int(sum(r.failed for r in rows)),
+             "solved_alone": int(sum(1 for r in rows if r.correct and r.switches == 0)),
+             "local_steps": n_steps, "wrong_local_steps": n_wrong,
+             "local_step_accuracy": 1 - n_wrong / max(1, n_steps),
+             "cloud_calls": int(sum(r.cloud_calls for r in rows)),
+             "wall_s": round(time.perf_counter() - t0, 1)}
+    write_json_atomic(os.path.join(s2dir, "stats.json"), stats)
+    trn.write_jsonl(tpath, out)   # written last: its presence marks the stage done
+  import json
+  with open(os.path.join(s2dir, "stats.json")) as f:
+    stats2 = json.load(f)
+  exam = [r for r in trn.read_jsonl(tpath) if not r["failed"]]
+
+  # -- stage 3: reflective learning -------------------------------------------------------------
+  items3 = [trn.trajectory_tokens(tok, eng.question_text(tok, r["prompt"], chat),
+                                  [trn.record_from_json(x) for x in r["records"]], "reflective", chat)
+            for r in exam]
+  n_gold = int(round(len(items3) * s3.gold_fraction / max(1e-9, 1 - s3.gold_fraction)))
+  rng = np.random.default_rng([seed, 3])
+  items3 += [items1[i] for i in rng.choice(len(items1), size=min(n_gold, len(items1)), replace=False)]
+  tx3 = _stage_opt(s3, config, s3.steps)
+  # a copy: the train step donates its state, and params1 is evaluated again (an ablation)
+  model1 = nnx.merge(graphdef, jax.tree.map(jnp.copy, params1))
+  graphdef, state = init_train_state(model1, tx3, seed)
+  st3 = BatchStream(items3, s3.batch_size, seed + 3)
+  state = fit(graphdef, state, tx3, lambda i: trn.make_trajectory_batch(st3.batch(i), tok, s3.seq_len),
+              s3.steps, os.path.join(run_dir, "stage3", "checkpoints"),
+              desc=f"stage 3 reflective learning (seed {seed})", record={"stage": 3, "seed": seed},
+              save_every=config.train.save_every)
+  params3 = state.params
+
+  # -- evaluation ------------------------------------------------------------------------------
+  eval_dir = os.path.join(run_dir, "eval")
+  os.makedirs(eval_dir, exist_ok=True)
+  pairs = [p for _, ps in held for p in ps]
+
+  def evaluate(params, mode, **kw):
+    sampler.update_state(params)
+    rows = run_mode(sampler, tok, config, bridge, pairs, mode, seed, chat, **kw)
+    out = summarise(rows, local_params, cloud_params)
+    out["per_task"] = {t.name: summarise([r for r in rows if r.example.task == t.name],
+                                         local_params, cloud_params) for t, _ in held}
+    return out
+
+  thr = float(config.adaswitch.threshold)
+  modes = {}
+  for mode in MODES:
+    modes[mode] = _evaluate(mode, lambda: evaluate(params3, mode), eval_dir)
+  sweep = []
+  for th in config.adaswitch.thresholds:
+    r = _evaluate(f"adaswitch_thr{th:g}", lambda: evaluate(params3, "adaswitch", threshold=float(th)),
+                  eval_dir)
+    sweep.append({"threshold": float(th), **{k: r[k] for k in ("accuracy", "cloud_tokens",
+                                                              "cloud_calls", "switch_rate", "flops")}})
+  rate = modes["adaswitch"]["switch_rate"]
+  ablations = {
+      "no_cloud": _evaluate("no_cloud", lambda: evaluate(params3, "resample"), eval_dir),
+      "no_reflection": _evaluate("no_reflection", lambda: evaluate(
+          params3, "random", random_rate=max(rate, 1e-3)), eval_dir),
+      "no_reflective_learning": _evaluate("no_reflective_learning",
+                                          lambda: evaluate(params1, "adaswitch"), eval_dir)}
+  bridge_stats = bridge.summary()
+  bridge.close()
+  result = {"seed": seed, "modes": modes, "ablations": ablations, "threshold": thr,
+            "threshold_sweep": sweep, "stage2": stats2, "data": data,
+            "local_params": local_params, "cloud_params": cloud_params,
+            "stage_examples": {"stage1": len(items1), "stage3": len(items3),
+                               "stage3_examination": len(exam)},
+            "cloud_usage": {k: (round(v, 8) if isinstance(v, float) else v)
+                            for k, v in bridge_stats.items()}}
+  write_json_atomic(os.path.join(run_dir, "run_results.json"), result)
+  return result
+
+
+_SUMMARY_KEYS = ("accuracy", "cloud_calls", "local_tokens", "cloud_tokens", "flops",
+                 "switch_rate", "steps_local", "steps_cloud")
+
+
+def _mean_block(blocks: list) -> dict:
+  out = {}
+  for k in _SUMMARY_KEYS:
+    if k in blocks[0]:
+      m, s = mean_std([b[k] for b in blocks])
+      out[k] = int(round(m)) if k in ("cloud_calls", "local_tokens", "cloud_tokens",
+                                      "steps_local", "steps_cloud") else m
+      out[k + "_std"] = s
+  if "per_task" in blocks[0]:
+    out["per_task"] = {t: {"accuracy": mean_std([b["per_task"][t]["accuracy"] for b in blocks])[0]}
+                       for t in blocks[0]["per_task"]}
+  return out
+
+
+def aggregate(per_seed: list) -> dict:
+  modes = {m: _mean_block([r["modes"][m] for r in per_seed]) for m in MODES}
+  abl = {a: _mean_block([r["ablations"][a] for r in per_seed]) for a in ABLATIONS}
+  sweep = []
+  for i, s in enumerate(per_seed[0]["threshold_sweep"]):
+    blk = _mean_block([r["threshold_sweep"][i] for r in per_seed])
+    sweep.append({"threshold": s["threshold"], **blk})
+  loc, cl, ada = modes["local"]["accuracy"], modes["cloud"]["accuracy"], modes["adaswitch"]["accuracy"]
+  goal = {"beats_local": ada > loc,
+          "beats_self_reflection": ada > modes["self_reflection"]["accuracy"],
+          "gap_closed": (ada - loc) / (cl - loc) if cl != loc else None,
+          "cloud_token_share": (modes["adaswitch"]["cloud_tokens"] / modes["cloud"]["cloud_tokens"]
+                                if modes["cloud"]["cloud_tokens"] else None)}
+  return {"modes": modes, "ablations": abl, "threshold_sweep": sweep, "goal": goal,
+          "n_seeds": len(per_seed)}
+
+
+def run_adaswitch(config, workdir: str) -> dict:
+  os.makedirs(workdir, exist_ok=True)
+  results = {"algorithm": "adaswitch",
+             "tasks": [build_task(t).name for t in config.tasks],
+             "eval_tasks": [t.name for t in _eval_tasks(config)],
+             "cloud": describe_cloud(config.cloud), "seeds": [int(s) for s in config.seeds],
+             "seed_varies": ["model initialisation", "training data"] + (
+                 ["evaluation data"] if int(config.eval.get("data_seed", -1)) < 0 else []),
+             "threshold": float(config.adaswitch.threshold),
+             "eval_split": "eval (disjoint from both training pools; dacl.data.splits)"}
+  per_seed = [run_seed(config, os.path.join(workdir, "runs", f"s{int(s)}"), int(s), workdir)
+              for s in config.seeds]
+  results.update(aggregate(per_seed))
+  results["per_seed"] = per_seed
+  write_json_atomic(os.path.join(workdir, "results.json"), results)
+  return results
+
+
+def eval_adaswitch(config, workdir: str, step=None) -> dict:
+  """`dacl eval` of an AdaSwitch run directory: each seed's stage-3 checkpoint (latest, or
+  `step`; strict restore) in the four modes on the config's evaluation tasks, with the
+  configured cloud (e.g. --config.cloud.backend=openai against `dacl serve`)."""
+  from dacl.train.checkpoint import CheckpointError, Checkpointer
+  chat = bool(config.task_chat)
+  out = {"algorithm": "adaswitch", "eval_tasks": [t.name for t in _eval_tasks(config)],
+         "cloud": describe_cloud(config.cloud), "runs": {}}
+  for seed in config.seeds:
+    seed = int(seed)
+    ckdir = os.path.join(workdir, "runs", f"s{seed}", "stage3", "checkpoints")
+    if not os.path.isdir(ckdir):
+      raise CheckpointError(f"no AdaSwitch checkpoints to evaluate: {ckdir} does not exist")
+    model, tok = build_model_and_tokenizer(config.model, seed)
+    graphdef, state = init_train_state(model, make_optimizer(1e-3, 1), seed)
+    ck = Checkpointer(ckdir)
+    state, _, got = ck.restore(state, step)
+    ck.close()
+    sampler = Sampler(nnx.merge(graphdef, state.params), tok, max_cache_len=config.model.max_seq_len,
+                      min_bucket=int(config.adaswitch.min_bucket),
+                      min_rows=int(config.adaswitch.batch_rows))
+    bridge = bridge_from_config(config.cloud, workdir)
+    held = eval_sets(config, seed)
+    pairs = [p for _, ps in held for p in ps]
+    modes = {}
+    try:
+      for mode in MODES:
+        rows = run_mode(sampler, tok, config, bridge, pairs, mode, seed, chat)
+        modes[mode] = summarise(rows, model.cfg.num_params(), float(config.adaswitch.cloud_params))
+        modes[mode]["per_task"] = {t.name: summarise(
+            [r for r in rows if r.example.task == t.name], model.cfg.num_params(),
+            float(config.adaswitch.cloud_params)) for t, _ in held}
+        modes[mode]["steps_by_answer"] = [r.steps_by for r in rows[:8]]
+    finally:
+      bridge.close()
+    out["runs"][f"s{seed}"] = {"step": got, "modes": modes}
+  write_json_atomic(os.path.join(workdir, "eval.json"), out)
+  return out

@@ -21,7 +21,7 @@ def get_config():
   c.eval_tasks = [task("gsm_symbolic", "gsm_symbolic", fmt="question", eval_size=32),
                   # the shipped fixture: 64 rows, 7 in the eval split
                   task("gsm8k_jsonl", "gsm8k", fmt="question", eval_size=7)]
-  c.adaswitch.update(dict(max_steps=8, step_max_tokens=96, batch_rows=8, min_bucket=256,
+  c.adaswitch.update(dict(max_steps=8, step_max_tokens=96, batch_rows=8, min_rows=4, min_bucket=256,
                           thresholds=(0.2, 0.5, 0.8), space_draws=200))
   c.stage1.update(dict(examples_per_task=800, steps=100, batch_size=4, lr=2e-5, warmup_steps=10,
                        seq_len=768))

@@ -13,6 +13,11 @@ from typing import Optional, Sequence
 BYTE_SPECIALS = ("<pad>", "<bos>", "<eos>", "<cloud>", "<step>", "<thought>", "<action>",
                  "<observation>", "<reflection>", "<answer>")
 _BYTE_OFFSET = 16  # ids 0..15 are reserved for specials; byte b has id 16 + b
+# Fixed phrases of AdaSwitch's step format, each one token for byte-level models (they are most of
+# a step's bytes). Encoding maps the exact phrase to its token and decoding maps it back, so the
+# text is unchanged; BPE tokenizers see the plain text.
+BYTE_PHRASES = {"Thought: ": "<thought>", "Action: ": "<action>", "Observation:": "<observation>",
+                "Reflection: Is previous step wrong: ": "<reflection>"}
 
 
 class ByteTokenizer:
@@ -24,6 +29,9 @@ class ByteTokenizer:
     self.special_ids = {t: i for i, t in enumerate(BYTE_SPECIALS)}
     self.pad_id, self.bos_id, self.eos_id = 0, 1, 2
     self.stop_ids = (self.eos_id,)
+    self.phrase_ids = {ph: self.special_ids[t] for ph, t in BYTE_PHRASES.items()}
+    self.id_phrases = {i: ph for ph, i in self.phrase_ids.items()}
+    self._starts = "<" + "".join(sorted({ph[0] for ph in BYTE_PHRASES}))
 
   def token_id(self, token: str) -> int:
     if token not in self.special_ids:
@@ -34,20 +42,21 @@ class ByteTokenizer:
     """add_bos: None = this tokenizer's default (True: from-scratch models always see <bos>)."""
     add_bos = True if add_bos is None else add_bos
     ids, i = [], 0
-    # Special tokens written literally in text are encoded as their ids.
+    # Special tokens written literally in text, and the step-format phrases, are single ids.
     while i < len(text):
-      if text[i] == "<":
-        for t, tid in self.special_ids.items():
-          if text.startswith(t, i):
-            ids.append(tid)
-            i += len(t)
-            break
+      if text[i] in self._starts:
+        hit = next(((t, tid) for t, tid in self.special_ids.items() if text.startswith(t, i)), None) \
+            if text[i] == "<" else None
+        hit = hit or next(((ph, pid) for ph, pid in self.phrase_ids.items()
+                           if text.startswith(ph, i)), None)
+        if hit:
+          ids.append(hit[1])
+          i += len(hit[0])
         else:
-          ids.append(_BYTE_OFFSET + ord("<"))
+          ids.extend(_BYTE_OFFSET + b for b in text[i].encode("utf-8"))
           i += 1
         continue
-      j = text.find("<", i)
-      j = len(text) if j < 0 else j
+      j = min([k for k in (text.find(c, i) for c in self._starts) if k >= 0], default=len(text))
       ids.extend(_BYTE_OFFSET + b for b in text[i:j].encode("utf-8"))
       i = j
     return ([self.bos_id] if add_bos else []) + ids
@@ -65,7 +74,9 @@ class ByteTokenizer:
       if buf:
         out.append(buf.decode("utf-8", errors="replace"))
         buf = bytearray()
-      if not skip_special and t < len(BYTE_SPECIALS):
+      if t in self.id_phrases:          # a step-format phrase: text, not a control token
+        out.append(self.id_phrases[t])
+      elif not skip_special and t < len(BYTE_SPECIALS):
         out.append(BYTE_SPECIALS[t])
     if buf:
       out.append(buf.decode("utf-8", errors="replace"))

@@ -179,8 +179,9 @@ def test_rule_check_compares_values_not_text():
   assert tj.first_wrong_step(traj(R(1, "61+68"), R(2, "R1-88"), F("R1")), g) == 2
   assert tj.first_wrong_step(traj("Thought: t\nAction: oops\n"), g) == 0
   assert tj.first_wrong_step(traj(R(1, "1/0")), g) == 0
-  # the helper's next step maps gold registers to the trajectory's own
+  # the helper continues the gold solution by position; earlier mistakes are not repaired
   assert tj.next_gold_step(traj(R(1, "61+68")), g, 2).endswith("R2 = Calculator(R1-88)\nObservation:")
+  assert tj.next_gold_step(traj(R(1, "61+60")), g, 2).endswith("R2 = Calculator(R1-88)\nObservation:")
   assert "Finish(R2)" in tj.next_gold_step(traj(R(1, "61+68"), R(2, "R1-88")), g, 3)
   assert tj.next_gold_step([], g, 1).endswith("R1 = Calculator(61+68)\nObservation:")
 
@@ -335,8 +336,23 @@ def test_every_mode_on_a_scripted_model(mode):
     assert calls == 0 and acc == 1
   elif mode == "random":            # every local step flagged (rate 1): the cloud rewrites all
     assert calls >= 3 * len(rows)
+  # the local model's context: every step in local and self_reflection mode (it must see its own
+  # flagged step to write another); otherwise a replaced step has left it (drop_flagged)
   text = ByteTokenizer().decode(rows[0].ids)
-  assert text.startswith("Question: ") and text.count("Reflection: Is previous step wrong: ") == len(rows[0].records)
+  seen = [x for x in rows[0].records if mode in ("local", "self_reflection") or not x.superseded]
+  assert text.startswith("Question: ") and text.count("Reflection: Is previous step wrong: ") == len(seen)
+  assert "wrong: Yes" not in text or mode == "self_reflection"
+
+
+def test_replaced_step_leaves_the_context_unless_told_to_keep_it():
+  for drop in (True, False):
+    e, bridge = _engine(threshold=0.5, drop_flagged=drop)
+    rows = e.run(e.new_rows(_problems(2)), "adaswitch")
+    bridge.close()
+    assert all(r.correct and r.switches == 1 for r in rows)
+    text = ByteTokenizer().decode(rows[0].ids)
+    bad = next(x for x in rows[0].records if x.superseded)
+    assert (bad.step.text in text) != drop and ("wrong: Yes" in text) != drop
 
 
 def test_threshold_decides_and_cloud_faults_fall_back_locally():
@@ -430,3 +446,32 @@ def test_serve_collab_adaswitch_reports_the_steps_of_each_side():
     assert stats["steps_cloud"] == 3 and stats["requests"] == 3 and stats["batches"] <= 3
   finally:
     srv.close()
+
+
+def test_reflection_quality_and_calibrated_threshold():
+  from dacl.adaswitch.job import reflection_quality
+  e, bridge = _engine(threshold=1.01)    # judged, never acted on
+  rows = e.run(e.new_rows(_problems(5)), "self_reflection")
+  bridge.close()
+  q = reflection_quality(rows)
+  assert q["n_wrong"] == 5 and q["n_steps"] == 10      # each row: one right step, then its mistake
+  assert q["auroc"] == pytest.approx(1.0) and q["tpr"] == 1.0 and q["fpr"] == 0.0
+  assert 0.05 < q["threshold"] < 0.9
+  e, bridge = _engine(threshold=q["threshold"])
+  rows = e.run(e.new_rows(_problems(5)), "adaswitch")
+  bridge.close()
+  assert all(r.correct and r.switches == 1 for r in rows)
+
+
+def test_local_mode_probe_reads_reflections_without_acting_or_counting():
+  from dacl.adaswitch.job import reflection_quality
+  out = {}
+  for probe in (False, True):
+    e, bridge = _engine(threshold=0.5, probe=probe)
+    out[probe] = e.run(e.new_rows(_problems(4)), "local")
+    bridge.close()
+  plain, probed = out[False], out[True]
+  assert [r.correct for r in plain] == [r.correct for r in probed]
+  assert [r.local_tokens for r in plain] == [r.local_tokens for r in probed]
+  assert all(x.p_yes is None for r in plain for x in r.records)
+  assert reflection_quality(probed)["auroc"] == pytest.approx(1.0)

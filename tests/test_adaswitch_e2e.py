@@ -9,6 +9,7 @@ import sys
 import time
 
 import pytest
+from test_readme_commands import readme_train_argv
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CFG = os.path.join(ROOT, "configs", "adaswitch_arith.py")
@@ -17,7 +18,8 @@ SHORT = ["--config.stage1.steps=30", "--config.stage1.examples_per_task=64",
          "--config.stage3.steps=12", "--config.stage3.batch_size=8", "--config.train.save_every=4",
          "--config.eval.num_examples=8", "--config.adaswitch.batch_rows=16",
          "--config.adaswitch.space_draws=200", "--config.adaswitch.max_steps=6",
-         "--config.adaswitch.thresholds=(0.3,0.7)"]
+         "--config.adaswitch.thresholds=(0.3,0.7)",
+         "--config.adaswitch.calib_per_task=8"]
 
 
 def _cmd(*args):
@@ -30,7 +32,7 @@ def _env():
 
 def test_adaswitch_job_schema_resume_eval_report(tmp_path):
   ref, cut = tmp_path / "ref", tmp_path / "cut"
-  r = subprocess.run(_cmd("train", f"--config={CFG}", f"--workdir={ref}", *SHORT), cwd=ROOT,
+  r = subprocess.run(_cmd(*readme_train_argv("adaswitch_arith.py", ref), *SHORT), cwd=ROOT,
                      env=_env(), capture_output=True, text=True, timeout=900)
   assert r.returncode == 0, r.stderr[-3000:]
   res = json.load(open(ref / "results.json"))
@@ -47,6 +49,9 @@ def test_adaswitch_job_schema_resume_eval_report(tmp_path):
   assert [s["threshold"] for s in res["threshold_sweep"]] == [0.3, 0.7]
   assert all({"accuracy", "cloud_tokens"} <= set(s) for s in res["threshold_sweep"])
   seed = res["per_seed"][0]
+  assert set(seed["calibration"]) >= {"auroc", "threshold", "n_steps", "n_wrong"}
+  assert seed["threshold"] == (seed["calibration"]["threshold"] if seed["calibration"]["threshold"]
+                               is not None else 0.5)
   assert all(d["eval_train_overlap"] == 0 for d in seed["data"].values())
   assert seed["stage2"]["questions"] > 0
   assert (ref / "plots" / "adaswitch_tradeoff.png").exists()

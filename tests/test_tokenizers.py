@@ -17,3 +17,18 @@ def test_chat_template_renders_like_hf():
          "{% if add_generation_prompt %}<|assistant|>{% endif %}")
   out = render_chat_template(tpl, [{"role": "user", "content": "hi"}], True)
   assert out == "<|user|>hi\n<|assistant|>"
+
+
+def test_byte_step_phrases_are_single_tokens_and_roundtrip():
+  t = ByteTokenizer()
+  text = ("Question: 3+4=\nThought: add\nAction: R1 = Calculator(3+4)\nObservation: 7\n"
+          "Reflection: Is previous step wrong: No\nThought: done\nAction: Finish(R1)\nObservation:")
+  ids = t.encode(text, add_bos=False)
+  assert t.decode(ids) == text == t.decode(ids, skip_special=False)
+  assert len(ids) < len(text.encode()) - 60
+  assert t.encode("Reflection: Is previous step wrong: ", add_bos=False) == [t.token_id("<reflection>")]
+  assert t.encode("Observation:", add_bos=False) == [t.token_id("<observation>")]
+  # a near-miss stays bytes; segment-wise encoding equals whole-text encoding
+  assert t.encode("Thought:x", add_bos=False) == [16 + b for b in b"Thought:x"]
+  parts = ["Thought: add\n", "Action: R1 = Calculator(3+4)\n", "Observation:", " 7\n"]
+  assert sum((t.encode(p, add_bos=False) for p in parts), []) == t.encode("".join(parts), add_bos=False)

@@ -55,6 +55,9 @@ class EngineConfig:
   cloud_max_tokens: int = 128
   cloud_attempts: int = 2        # oracle mode: cloud tries per wrong step
   random_rate: float = 0.1       # random mode: flag probability per local step
+  probe: bool = False            # local mode: also read P(Yes) (uncounted) for diagnostics
+  drop_flagged: bool = True      # once a flagged step is replaced, the local model's context
+                                 # holds the accepted steps only (not in self_reflection mode)
   seed: int = 0
 
 
@@ -138,6 +141,15 @@ class StepEngine:
       rows.append(Row(e, g, q, encode_segments(self.tok, [("question", q, -1)], self.chat)))
     return rows
 
+  def _context(self, row: Row) -> list:
+    """The question and the accepted (not superseded) steps, as the local model reads them."""
+    segs = [("question", row.qtext, -1)]
+    for rec in row.records:
+      if not rec.superseded:
+        segs += [("step", rec.step.text, 0), ("observation", rec.observation, 0),
+                 ("reflect_q", st.REFLECT_Q, 0), ("reflect_a", st.NO, 0)]
+    return encode_segments(self.tok, segs, self.chat)
+
   def _append(self, row: Row, rec: st.StepRecord) -> None:
     row.records.append(rec)
     segs = [("step", rec.step.text, 0), ("observation", rec.observation, 0),
@@ -156,8 +168,11 @@ class StepEngine:
       live = [r for r in rows if not r.done]
       if not live:
         break
-      for r in live:   # no room for another step: the trajectory ends unanswered
-        if len(r.ids) + self.cfg.step_max_tokens + 8 > self.limit:
+      # no room for another step, its Observation and its Reflection: the trajectory ends
+      # unanswered (byte-level worst case: every character a token)
+      room = self.cfg.step_max_tokens + st.OBS_MAX_CHARS + len(self.tok.encode(st.REFLECT_Q + st.YES, add_bos=False)) + 2
+      for r in live:
+        if len(r.ids) + room > self.limit:
           r.done = True
       live = [r for r in live if not r.done]
       new = {}
@@ -175,9 +190,11 @@ class StepEngine:
           r.done = r.failed = True
           continue
         r.pending = st.StepRecord(step, obs, value, author)
-        if author == "local" and mode not in ("local",):
+        if author == "local" and (mode != "local" or self.cfg.probe):
           judged.append(r)
       flags = self._judge(judged, mode)
+      if mode == "local":   # probe only: P(Yes) recorded, never acted on
+        flags = {}
       for r in live:
         if r.done:
           continue
@@ -195,6 +212,9 @@ class StepEngine:
           r.fixes += 1
           r.next_by = {"self_reflection": "local", "resample": "resample"}.get(mode, "cloud")
           continue
+        if (self.cfg.drop_flagged and mode != "self_reflection" and len(r.records) > 1
+            and r.records[-2].superseded):
+          r.ids = self._context(r)
         r.fixes = 0
         r.next_by = "cloud" if mode == "cloud" else "local"
         if rec.step.kind == "finish":
@@ -309,8 +329,9 @@ class StepEngine:
     out = {}
     for r, c, p in zip(rows, ctx, p_yes):
       r.pending.p_yes = float(p)
-      r.local_tokens += 1
-      r.local_processed += len(c)
+      if mode != "local":   # a probe of local mode is diagnostics, not the method's cost
+        r.local_tokens += 1
+        r.local_processed += len(c)
       out[id(r)] = bool(p > self.cfg.threshold)
       if out[id(r)] and mode == "resample":
         r.resample_from = len(r.ids)

@@ -82,7 +82,7 @@ def engine_config(config, seed: int, **kw) -> eng.EngineConfig:
   base = dict(max_steps=a.max_steps, step_max_tokens=a.step_max_tokens, threshold=a.threshold,
               max_fixes_per_step=a.max_fixes_per_step, temperature=a.temperature,
               cloud_max_tokens=config.cloud.max_tokens, cloud_attempts=config.stage2.cloud_attempts,
-              seed=seed)
+              drop_flagged=bool(a.drop_flagged), seed=seed)
   base.update(kw)
   return eng.EngineConfig(**base)
 
@@ -119,6 +119,41 @@ def summarise(rows, local_params: int, cloud_params: float) -> dict:
           "switches": int(sum(r.switches for r in rows)),
           "switch_rate": float(sum(r.switches for r in rows) / judged) if judged else 0.0,
           "cloud_tokens_per_problem": cloud_tokens / n}
+
+
+def reflection_quality(rows) -> dict:
+  """How well P("Yes") separates wrong local steps from right ones, on trajectories run without
+  acting on it: each row's steps up to its first wrong one (by the rule check), labelled wrong /
+  right. AUROC, and the threshold maximising Youden's J = TPR - FPR with its TPR and FPR."""
+  ys, ps = [], []
+  for r in rows:
+    bad = tj.first_wrong_step(r.records, r.gold) if r.gold is not None else None
+    for i, x in enumerate(r.records):
+      if bad is not None and i > bad:
+        break
+      if x.p_yes is not None:
+        ys.append(int(bad == i))
+        ps.append(x.p_yes)
+  ys, ps = np.asarray(ys), np.asarray(ps)
+  out = {"n_steps": int(len(ys)), "n_wrong": int(ys.sum()), "auroc": None, "threshold": None,
+         "tpr": None, "fpr": None}
+  if 0 < ys.sum() < len(ys):
+    order = np.argsort(ps)
+    ranks = np.empty(len(ps))
+    ranks[order] = np.arange(1, len(ps) + 1)
+    for v in np.unique(ps):   # average ranks over ties
+      ranks[ps == v] = ranks[ps == v].mean()
+    npos, nneg = ys.sum(), len(ys) - ys.sum()
+    out["auroc"] = float((ranks[ys == 1].sum() - npos * (npos + 1) / 2) / (npos * nneg))
+    best = (-1.0, 0.5, 0.0, 0.0)
+    for t in np.unique(ps):
+      flag = ps >= t
+      tpr, fpr = flag[ys == 1].mean(), flag[ys == 0].mean()
+      if tpr - fpr > best[0]:
+        best = (tpr - fpr, float(t), float(tpr), float(fpr))
+    # "P(Yes) > threshold" switches: the cut sits just below the chosen value
+    out.update(threshold=float(np.nextafter(best[1], -np.inf)), tpr=best[2], fpr=best[3])
+  return out
 
 
 def _evaluate(name, fn, eval_dir):
@@ -176,7 +211,7 @@ def run_seed(config, run_dir: str, seed: int, workdir: str) -> dict:
   params1 = state.params
   sampler = Sampler(nnx.merge(graphdef, params1), tok, max_cache_len=config.model.max_seq_len,
                     min_bucket=int(config.adaswitch.min_bucket),
-                    min_rows=int(config.adaswitch.batch_rows))
+                    min_rows=int(config.adaswitch.min_rows))
   bridge = bridge_from_config(config.cloud, workdir)
 
   # -- stage 2: collaborative examination -----------------------------------------------------
@@ -233,28 +268,52 @@ def run_seed(config, run_dir: str, seed: int, workdir: str) -> dict:
     out = summarise(rows, local_params, cloud_params)
     out["per_task"] = {t.name: summarise([r for r in rows if r.example.task == t.name],
                                          local_params, cloud_params) for t, _ in held}
+    if kw.get("probe"):
+      out["reflection"] = reflection_quality(rows)
     return out
 
+  # The switching threshold: adaswitch.threshold, or (-1) the one that best separates wrong from
+  # right steps on train-split calibration problems (never the eval split).
+  calib_path = os.path.join(run_dir, "stage3", "calibration.json")
+  if not os.path.exists(calib_path):
+    cal = []
+    for k, t in enumerate(tasks):
+      p, _ = _golden(t, "train", int(config.adaswitch.calib_per_task),
+                     derive_seed(seed, "adaswitch-calib", k))
+      cal += p
+    sampler.update_state(params3)
+    rows = run_mode(sampler, tok, config, bridge, cal, "self_reflection", seed, chat, threshold=1.01)
+    write_json_atomic(calib_path, {**reflection_quality(rows), "problems": len(cal)})
+  import json
+  with open(calib_path) as f:
+    calibration = json.load(f)
   thr = float(config.adaswitch.threshold)
+  if thr < 0:
+    thr = calibration["threshold"] if calibration["threshold"] is not None else 0.5
   modes = {}
-  for mode in MODES:
-    modes[mode] = _evaluate(mode, lambda: evaluate(params3, mode), eval_dir)
+  for mode in MODES:   # local mode also reads P(Yes) without acting on it (uncounted): a probe
+    modes[mode] = _evaluate(mode, lambda: evaluate(params3, mode, threshold=thr,
+                                                   probe=(mode == "local")), eval_dir)
+  probe = modes["local"]["reflection"]
   sweep = []
-  for th in config.adaswitch.thresholds:
-    r = _evaluate(f"adaswitch_thr{th:g}", lambda: evaluate(params3, "adaswitch", threshold=float(th)),
-                  eval_dir)
+  for th in config.adaswitch.thresholds:   # the chosen threshold's run is adaswitch mode itself
+    r = modes["adaswitch"] if float(th) == thr else _evaluate(
+        f"adaswitch_thr{th:g}", lambda: evaluate(params3, "adaswitch", threshold=float(th)), eval_dir)
     sweep.append({"threshold": float(th), **{k: r[k] for k in ("accuracy", "cloud_tokens",
                                                               "cloud_calls", "switch_rate", "flops")}})
   rate = modes["adaswitch"]["switch_rate"]
   ablations = {
-      "no_cloud": _evaluate("no_cloud", lambda: evaluate(params3, "resample"), eval_dir),
+      "no_cloud": _evaluate("no_cloud", lambda: evaluate(params3, "resample", threshold=thr),
+                            eval_dir),
       "no_reflection": _evaluate("no_reflection", lambda: evaluate(
           params3, "random", random_rate=max(rate, 1e-3)), eval_dir),
       "no_reflective_learning": _evaluate("no_reflective_learning",
-                                          lambda: evaluate(params1, "adaswitch"), eval_dir)}
+                                          lambda: evaluate(params1, "adaswitch", threshold=thr),
+                                          eval_dir)}
   bridge_stats = bridge.summary()
   bridge.close()
   result = {"seed": seed, "modes": modes, "ablations": ablations, "threshold": thr,
+            "calibration": calibration, "reflection_eval": probe,
             "threshold_sweep": sweep, "stage2": stats2, "data": data,
             "local_params": local_params, "cloud_params": cloud_params,
             "stage_examples": {"stage1": len(items1), "stage3": len(items3),
@@ -296,8 +355,13 @@ def aggregate(per_seed: list) -> dict:
           "gap_closed": (ada - loc) / (cl - loc) if cl != loc else None,
           "cloud_token_share": (modes["adaswitch"]["cloud_tokens"] / modes["cloud"]["cloud_tokens"]
                                 if modes["cloud"]["cloud_tokens"] else None)}
+  reflection = {"threshold": mean_std([r["threshold"] for r in per_seed]),
+                "calibration_auroc": [r["calibration"]["auroc"] for r in per_seed],
+                "eval_auroc": [r["reflection_eval"]["auroc"] for r in per_seed],
+                "eval_wrong_steps": [r["reflection_eval"]["n_wrong"] for r in per_seed],
+                "eval_steps": [r["reflection_eval"]["n_steps"] for r in per_seed]}
   return {"modes": modes, "ablations": abl, "threshold_sweep": sweep, "goal": goal,
-          "n_seeds": len(per_seed)}
+          "reflection": reflection, "n_seeds": len(per_seed)}
 
 
 def run_adaswitch(config, workdir: str) -> dict:
@@ -308,7 +372,7 @@ def run_adaswitch(config, workdir: str) -> dict:
              "cloud": describe_cloud(config.cloud), "seeds": [int(s) for s in config.seeds],
              "seed_varies": ["model initialisation", "training data"] + (
                  ["evaluation data"] if int(config.eval.get("data_seed", -1)) < 0 else []),
-             "threshold": float(config.adaswitch.threshold),
+             "threshold_setting": float(config.adaswitch.threshold),
              "eval_split": "eval (disjoint from both training pools; dacl.data.splits)"}
   per_seed = [run_seed(config, os.path.join(workdir, "runs", f"s{int(s)}"), int(s), workdir)
               for s in config.seeds]
@@ -338,7 +402,7 @@ def eval_adaswitch(config, workdir: str, step=None) -> dict:
     ck.close()
     sampler = Sampler(nnx.merge(graphdef, state.params), tok, max_cache_len=config.model.max_seq_len,
                       min_bucket=int(config.adaswitch.min_bucket),
-                      min_rows=int(config.adaswitch.batch_rows))
+                      min_rows=int(config.adaswitch.min_rows))
     bridge = bridge_from_config(config.cloud, workdir)
     held = eval_sets(config, seed)
     pairs = [p for _, ps in held for p in ps]

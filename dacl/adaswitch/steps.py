@@ -87,15 +87,18 @@ def parse_step(text: str, next_register: int) -> Step:
   return Step("malformed", thought, text=raw, error=f"unknown action {action[:40]!r}")
 
 
+OBS_MAX_CHARS = 60   # an Observation is at most this long (error messages are cut)
+
+
 def run_tool(step: Step, registers: dict) -> tuple:
   """(value or CalcError, observation text) for a parsed step; registers gain R<k> on success.
-  A malformed step's observation is its parse error."""
+  A malformed step's observation is its parse error. Observations are at most OBS_MAX_CHARS."""
   if not step.ok:
-    return CalcError(step.error), f" Error: {step.error}\n"
+    return CalcError(step.error), f" Error: {step.error}"[:OBS_MAX_CHARS] + "\n"
   value = evaluate(step.expr, registers)
   if step.kind == "calc" and not isinstance(value, CalcError):
     registers[f"R{step.register}"] = value
-  return value, f" {format_value(value)}\n"
+  return value, f" {format_value(value)}"[:OBS_MAX_CHARS] + "\n"
 
 
 @dataclasses.dataclass

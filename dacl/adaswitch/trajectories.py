@@ -278,29 +278,12 @@ def first_wrong_step(records: list, gold: GoldTrajectory) -> Optional[int]:
 
 
 def next_gold_step(records: list, gold: GoldTrajectory, register: int) -> str:
-  """The gold step a perfect helper writes next, given the steps accepted so far: the first
-  gold value not yet produced, with gold registers mapped to the trajectory's own registers
-  holding the same value (or the literal value when none does); Finish once all are produced."""
-  produced = {}
-  for r in records:
-    v = st.value_of(r.value)
-    if r.step.kind == "calc" and not r.superseded and v is not None:
-      produced.setdefault(v, r.step.register)
-  todo = [j for j in range(1, len(gold.steps) + 1) if gold.steps[j - 1].value not in produced]
-
-  def own(j: int) -> str:
-    v = gold.steps[j - 1].value
-    return f"R{produced[v]}" if v in produced else format_value(v)
-
-  if not todo:
-    fin = gold.finish_expr()
-    m = re.fullmatch(r"R(\d+)", fin)
-    if m:
-      fin = own(int(m.group(1)))
-    return st.render(f"the answer is {fin}", st.finish_action(fin))
-  cur = todo[0]
-  g = gold.steps[cur - 1]
-  expr = re.sub(r"R(\d+)", lambda m: own(int(m.group(1))), g.expr)
-  thought = re.sub(r"R(\d+)", lambda m: f"R{register}" if int(m.group(1)) == cur
-                   else own(int(m.group(1))), g.thought)
-  return st.render(thought, st.calc_action(register, expr))
+  """The step a helper that follows the gold solution writes next: gold step i+1 (i = calculator
+  steps accepted so far; flagged ones do not count), with the gold register names, which are the
+  trajectory's own when the steps so far followed the gold order; Finish once past the last.
+  Earlier mistakes are not repaired: a wrong value in R1 flows into a step that uses R1, as it
+  would for a real model continuing the steps it was shown."""
+  i = sum(1 for r in records if r.step.kind == "calc" and not r.superseded)
+  if i >= len(gold.steps):
+    return st.render("done", st.finish_action(gold.finish_expr()))
+  return gold.steps[i].text(register)

@@ -74,6 +74,7 @@ JOBS = {
     "sft": "dacl.train.sft_run:run_sft",
     "rl": "dacl.rl.trainer:run_dagrpo",
     "adaswitch": "dacl.adaswitch.job:run_adaswitch",
+    "coplms": "dacl.coplms.job:run_coplms",
 }
 EVALS = {
     "sft": "dacl.train.evaluate_run:run_eval",

@@ -154,6 +154,15 @@ def adaswitch_tables(results: dict) -> list:
     w.add_row(f"{r['threshold']:g}", _pmk(r, "accuracy"), f"{r['cloud_tokens']:,}",
               f"{r['switch_rate']:.3f}")
   out.append(w)
+  rf = results.get("reflection")
+  if rf:
+    f3 = lambda xs: ", ".join("—" if x is None else f"{x:.2f}" for x in xs)
+    th, th_sd = rf["threshold"]
+    out.append(f"switching threshold P(Yes) > {th:.3g}"
+               f"{'' if th_sd is None else f' ± {th_sd:.2g}'} (chosen on train-split problems); "
+               f"reflection AUROC for wrong steps: calibration {f3(rf['calibration_auroc'])}, "
+               f"held-out {f3(rf['eval_auroc'])} ({rf['eval_wrong_steps']} wrong of "
+               f"{rf['eval_steps']} held-out local steps)")
   g = results.get("goal")
   if g:
     f = lambda x: "—" if x is None else f"{x:.2f}"
@@ -191,9 +200,70 @@ def write_adaswitch_plots(workdir: str, results: dict) -> list[str]:
                   os.path.join(workdir, "plots", "adaswitch_tradeoff.png"), legend=True)]
 
 
+def coplms_tables(results: dict) -> list:
+  """Co-PLMs vs its baselines (mean ± std over seeds), per SLM, and per round."""
+  from rich.table import Table
+  n = results.get("n_seeds", 1)
+  blocks = {"coplms": results["final"], **results.get("baselines", {})}
+  by = results.get("bytes_per_round_by_method", {})
+  t = Table(title=f"Co-PLMs on {', '.join(results['domains'])} — held-out problems; {n} seed(s); "
+                  f"SLMs on their own domain, the LLM on every domain")
+  for col in ("method", "SLM mean EM", "SLM mean Rouge-L", "LLM mean EM", "LLM mean Rouge-L",
+              "bytes / round"):
+    t.add_column(col, justify="left" if col == "method" else "right")
+  for name, b in blocks.items():
+    t.add_row(name, _pmk(b, "slm_mean_em"), _pmk(b, "slm_mean_rouge_l"), _pmk(b, "llm_mean_em"),
+              _pmk(b, "llm_mean_rouge_l"), f"{by.get(name, 0):,}")
+  out = [t]
+  s = Table(title="per SLM: EM / Rouge-L on its domain")
+  s.add_column("SLM (domain)")
+  for name in blocks:
+    s.add_column(name, justify="right")
+  for slm, m in results["final"]["slms"].items():
+    s.add_row(f"{slm} ({m['domain']})", *[f"{b['slms'][slm]['em']:.3f} / {b['slms'][slm]['rouge_l']:.3f}"
+                                          for b in blocks.values()])
+  out.append(s)
+  r = Table(title=f"Co-PLMs per round (bytes: proxies up and down; sending the SLMs whole would "
+                  f"be {results.get('bytes_full_models', 0):,} bytes per round)")
+  for col in ("round", "SLM mean EM", "SLM mean Rouge-L", "LLM mean EM", "bytes", "edge s",
+              "cloud s", "eval s"):
+    r.add_column(col, justify="right")
+  for x in results.get("rounds", []):
+    w = x["wall_s"]
+    r.add_row(str(x["round"]), f"{x['slm_mean_em']:.3f}", f"{x['slm_mean_rouge_l']:.3f}",
+              f"{x['llm_mean_em']:.3f}", f"{x['bytes']:,}", f"{w['edge']:.1f}", f"{w['cloud']:.1f}",
+              f"{w['eval']:.1f}")
+  out.append(r)
+  return out
+
+
+def write_coplms_plots(workdir: str, results: dict) -> list[str]:
+  """SLM mean EM / Rouge-L and LLM mean EM over rounds (Co-PLMs), with each baseline's final SLM
+  mean EM as a dashed line -> plots/coplms_rounds.png."""
+  import matplotlib
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+  os.makedirs(os.path.join(workdir, "plots"), exist_ok=True)
+  rounds = results.get("rounds", [])
+  xs = [x["round"] for x in rounds]
+  fig, ax = plt.subplots(figsize=(6.4, 4.0))
+  ax.plot(xs, [x["slm_mean_em"] for x in rounds], "o-", label="Co-PLMs: SLM mean EM")
+  ax.plot(xs, [x["slm_mean_rouge_l"] for x in rounds], "s-", label="Co-PLMs: SLM mean Rouge-L")
+  ax.plot(xs, [x["llm_mean_em"] for x in rounds], "^-", label="Co-PLMs: LLM mean EM")
+  for i, (name, b) in enumerate(results.get("baselines", {}).items()):
+    ax.axhline(b["slm_mean_em"], ls="--", lw=1, color=plt.cm.tab10(i + 3), label=f"{name}: SLM mean EM")
+  ax.set_title("Co-PLMs over rounds (held-out)", fontsize=10)
+  return [_finish(fig, ax, "round", "score", os.path.join(workdir, "plots", "coplms_rounds.png"),
+                  legend=True)]
+
+
 def print_tables(results: dict) -> None:
   from rich.console import Console
   c = Console(width=140)
+  if results.get("algorithm") == "coplms":
+    for t in coplms_tables(results):
+      c.print(t)
+    return
   if results.get("algorithm") == "adaswitch" and "modes" in results:
     for t in adaswitch_tables(results):
       c.print(t)
@@ -214,6 +284,8 @@ def write_plots(workdir: str, results: dict = None) -> list[str]:
     return write_rl_plots(workdir, results)
   if results and results.get("algorithm") == "adaswitch":
     return write_adaswitch_plots(workdir, results)
+  if results and results.get("algorithm") == "coplms":
+    return write_coplms_plots(workdir, results)
   import matplotlib
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt

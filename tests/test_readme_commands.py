@@ -46,13 +46,17 @@ _ADA = ["--config.stage1.steps=2", "--config.stage1.examples_per_task=16",
         "--config.stage1.batch_size=4", "--config.stage2.questions_per_task=2",
         "--config.stage3.steps=2", "--config.stage3.batch_size=4", "--config.eval.num_examples=2",
         "--config.adaswitch.batch_rows=4", "--config.adaswitch.space_draws=50",
-        "--config.adaswitch.max_steps=2", "--config.adaswitch.thresholds=(0.5,)"]
-SHORT["adaswitch_arith.py"] = _ADA
+        "--config.adaswitch.max_steps=2", "--config.adaswitch.thresholds=(0.5,)",
+        "--config.adaswitch.calib_per_task=2"]
 SHORT["adaswitch_smollm2_gsm.py"] = _ADA + [
     "--config.stage1.batch_size=1", "--config.stage3.batch_size=1", "--config.stage1.seq_len=384",
-    "--config.stage3.seq_len=384", "--config.adaswitch.step_max_tokens=16",
+    "--config.stage3.seq_len=384", "--config.adaswitch.step_max_tokens=8",
+    "--config.adaswitch.max_steps=1",
     "--config.eval_tasks[0].eval_size=1", "--config.eval_tasks[1].eval_size=1",
     "--config.cloud.max_tokens=32"]
+# configs whose README train command runs in their own end-to-end test (shortened there, with
+# deeper checks and a SIGKILL resume) through readme_train_argv, instead of a second time here
+E2E = {"adaswitch_arith.py": "test_adaswitch_e2e.py", "coplms_domains.py": "test_coplms_e2e.py"}
 SERVE_CONFIGS = ("serve_tiny.py", "serve_smollm2.py")
 
 
@@ -139,7 +143,10 @@ def test_every_readme_command_is_covered():
   for cmd in COMMANDS:
     kind = _kind(cmd)
     assert kind is not None, f"README command with no test: {cmd}"
-    if kind in ("train", "train_http"):
+    if kind == "train" and _config_of(cmd) in E2E:
+      src = open(os.path.join(ROOT, "tests", E2E[_config_of(cmd)])).read()
+      assert f'readme_train_argv("{_config_of(cmd)}"' in src, cmd
+    elif kind in ("train", "train_http"):
       assert _config_of(cmd) in SHORT, f"add a shortened form for: {cmd}"
       assert os.path.exists(os.path.join(ROOT, "configs", _config_of(cmd))), cmd
     if kind == "serve":
@@ -148,7 +155,13 @@ def test_every_readme_command_is_covered():
       assert any(_kind(c) == "train" and _config_of(c) == _eval_config(cmd) for c in COMMANDS), cmd
 
 
-TRAIN = [c for c in COMMANDS if _kind(c) == "train"]
+TRAIN = [c for c in COMMANDS if _kind(c) == "train" and _config_of(c) not in E2E]
+
+
+def readme_train_argv(config: str, workdir) -> list:
+  """The README's `dacl train` command of `config` as argv (after `dacl`), DIR -> workdir."""
+  cmd = next(c for c in COMMANDS if _kind(c) == "train" and _config_of(c) == config)
+  return _argv(cmd, str(workdir))
 
 
 @pytest.mark.parametrize("cmd", TRAIN, ids=[f"{_config_of(c)}:{i}" for i, c in enumerate(TRAIN)])

@@ -111,6 +111,14 @@ def test_shipped_configs_evaluate_on_problems_they_never_train_on(path):
       assert trained and all(pairs for _, pairs in held), path
       for t, pairs in held:
         assert not {e.canonical for e, _ in pairs} & trained, (path, seed, t.name)
+  elif c.algorithm == "coplms":
+    from dacl.coplms import job
+    ts = [build_task(tc) for tc in c.coplms.domains]
+    for seed in sorted({int(s) for s in c.seeds} | {1}):
+      d = job.domain_data(c, ts, seed)
+      trained = {e.canonical for p in d["private"] for e in p} | {e.canonical for e in d["public"]}
+      for k, held in enumerate(d["test"]):
+        assert held and not {e.canonical for e in held} & trained, (path, seed, ts[k].name)
   elif "task" in c and c.algorithm == "sft":
     t = build_task(c.task)
     for seed in (int(c.seed), 1, 2):

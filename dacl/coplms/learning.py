@@ -1,0 +1,122 @@
+"""Mutual learning of two models, as one jitted computation per phase.
+
+Losses are pure functions returning (sum, denominator). A *pair step* updates model A and model
+B on the same step:
+  token KD (shared vocabulary): loss_A = CE_A + α_A · T² · KL(p_B^T ‖ p_A^T), and symmetrically
+    for B, on one batch; each model's teacher is the other, held fixed (stop_gradient);
+  sequence KD (different vocabularies): each model trains on its own batch, whose rows are the
+    gold answers (weight 1) and the other model's generated answers (weight α), tokenised its
+    own way; no logits cross.
+A phase of S steps is `lax.scan` over S stacked batches inside one jit, with both train states
+donated. train_a / train_b switch updates off for one-way distillation and single-model phases.
+
+Shapes: batches [S, B, T]; logits [B, T, V].
+"""
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import nnx
+
+from dacl.train.sft import TrainState, make_sft_batch, token_logprobs
+
+
+def ce_loss(logits, targets, weights):
+  """(Σ w·NLL, Σ w) over tokens; weights [B, T] float (0 = no loss)."""
+  lp = token_logprobs(logits, targets)
+  return -(lp * weights).sum(), weights.sum()
+
+
+def kd_kl(student_logits, teacher_logits, weights, temperature: float):
+  """(Σ w·T²·KL(softmax(teacher/T) ‖ softmax(student/T)), Σ w) over tokens."""
+  t = jax.nn.log_softmax(teacher_logits / temperature, axis=-1)
+  s = jax.nn.log_softmax(student_logits / temperature, axis=-1)
+  kl = (jnp.exp(t) * (t - s)).sum(-1) * temperature ** 2
+  return (kl * weights).sum(), weights.sum()
+
+
+def _logits(graphdef, params, b):
+  return nnx.merge(graphdef, params)(b["tokens"], None, b["mask"])[0]
+
+
+def make_pair_scan(graphdef_a, tx_a, graphdef_b, tx_b, *, token_kd: bool,
+                   temperature: float = 2.0, train_a: bool = True, train_b: bool = True):
+  """-> jitted run(state_a, state_b, batches, alpha_a=0., alpha_b=0.) -> (state_a, state_b,
+  metrics [S]).
+
+  batches: token_kd: {"tokens", "targets", "weights", "mask"} [S, B, T] shared by both;
+  otherwise {"a": {...}, "b": {...}}, each model's own. alpha_*: weight of that model's KD term
+  (token KD only; for sequence KD the weights live in the batch rows). The alphas are traced
+  arguments, so one compiled phase serves every weighting (one-way, mutual, CE only)."""
+
+  def losses(pa, pb, batch, alpha_a, alpha_b):
+    ba, bb = (batch, batch) if token_kd else (batch["a"], batch["b"])
+    la, lb = _logits(graphdef_a, pa, ba), _logits(graphdef_b, pb, bb)
+    ce_a, na = ce_loss(la, ba["targets"], ba["weights"])
+    ce_b, nb = ce_loss(lb, bb["targets"], bb["weights"])
+    out = {"ce_a": ce_a / jnp.maximum(na, 1.0), "ce_b": ce_b / jnp.maximum(nb, 1.0)}
+    loss_a, loss_b = ce_a, ce_b
+    if token_kd:
+      kl_a, _ = kd_kl(la, jax.lax.stop_gradient(lb), ba["weights"], temperature)
+      kl_b, _ = kd_kl(lb, jax.lax.stop_gradient(la), bb["weights"], temperature)
+      loss_a, loss_b = ce_a + alpha_a * kl_a, ce_b + alpha_b * kl_b
+      out.update(kl_a=kl_a / jnp.maximum(na, 1.0), kl_b=kl_b / jnp.maximum(nb, 1.0))
+    # each model's gradient comes from its own loss only (the other is a fixed teacher)
+    total = loss_a / jnp.maximum(na, 1.0) * train_a + loss_b / jnp.maximum(nb, 1.0) * train_b
+    return total, out
+
+  def update(state: TrainState, grads, tx):
+    updates, opt = tx.update(grads, state.opt_state, state.params)
+    return TrainState(optax.apply_updates(state.params, updates), opt, state.step + 1, state.rng)
+
+  def step(carry, batch, alphas):
+    sa, sb = carry
+    grads, m = jax.grad(losses, argnums=(0, 1), has_aux=True)(sa.params, sb.params, batch, *alphas)
+    if train_a:
+      sa = update(sa, grads[0], tx_a)
+    if train_b:
+      sb = update(sb, grads[1], tx_b)
+    return (sa, sb), m
+
+  def run(sa, sb, batches, alpha_a=0.0, alpha_b=0.0):
+    alphas = (jnp.float32(alpha_a), jnp.float32(alpha_b))
+    (sa, sb), metrics = jax.lax.scan(lambda c, b: step(c, b, alphas), (sa, sb), batches)
+    return sa, sb, metrics
+
+  return jax.jit(run, donate_argnums=(0, 1))
+
+
+def make_single_scan(graphdef, tx):
+  """-> jitted run(state, batches) -> (state, metrics [S]): CE-only updates (no partner)."""
+
+  def step(state, batch):
+    def loss(p):
+      s, n = ce_loss(_logits(graphdef, p, batch), batch["targets"], batch["weights"])
+      return s / jnp.maximum(n, 1.0)
+    l, g = jax.value_and_grad(loss)(state.params)
+    updates, opt = tx.update(g, state.opt_state, state.params)
+    return TrainState(optax.apply_updates(state.params, updates), opt, state.step + 1,
+                      state.rng), {"ce": l}
+
+  def run(state, batches):
+    return jax.lax.scan(step, state, batches)
+
+  return jax.jit(run, donate_argnums=0)
+
+
+def qa_batch(rows, tokenizer, seq_len: int) -> dict:
+  """Next-token batch from (prompt, target text, weight) rows: loss on the target (and its EOS)
+  with that row's weight. [B, seq_len] tokens / targets / weights (float32) / mask."""
+  from dacl.data.tasks import Example
+  b = make_sft_batch([Example(p, "", t, "") for p, t, _ in rows], tokenizer, seq_len)
+  w = b["loss_mask"].astype(np.float32) * np.asarray([r[2] for r in rows], np.float32)[:, None]
+  return {"tokens": b["tokens"], "targets": b["targets"], "weights": w, "mask": b["mask"]}
+
+
+def stack(batches: list) -> dict:
+  """[S] batch dicts (possibly nested {"a": ..., "b": ...}) -> one dict of [S, ...] arrays."""
+  if isinstance(batches[0], dict) and "tokens" not in batches[0]:
+    return {k: stack([b[k] for b in batches]) for k in batches[0]}
+  return {k: np.stack([b[k] for b in batches]) for k in batches[0]}

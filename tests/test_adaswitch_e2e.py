@@ -13,10 +13,10 @@ from test_readme_commands import readme_train_argv
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CFG = os.path.join(ROOT, "configs", "adaswitch_arith.py")
-SHORT = ["--config.stage1.steps=30", "--config.stage1.examples_per_task=64",
+SHORT = ["--config.stage1.steps=16", "--config.stage1.examples_per_task=64",
          "--config.stage1.batch_size=8", "--config.stage2.questions_per_task=8",
          "--config.stage3.steps=12", "--config.stage3.batch_size=8", "--config.train.save_every=4",
-         "--config.eval.num_examples=8", "--config.adaswitch.batch_rows=16",
+         "--config.eval.num_examples=4", "--config.adaswitch.batch_rows=16",
          "--config.adaswitch.space_draws=200", "--config.adaswitch.max_steps=6",
          "--config.adaswitch.thresholds=(0.3,0.7)",
          "--config.adaswitch.calib_per_task=8"]

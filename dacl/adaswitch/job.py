@@ -12,6 +12,7 @@ holds the mean over seeds with `_std` (ddof = 1) and every seed's figures.
 """
 from __future__ import annotations
 
+import json
 import logging
 import os
 import time
@@ -160,7 +161,6 @@ def _evaluate(name, fn, eval_dir):
   """Cached per setting: a rerun (or a resumed run) reuses finished evaluations."""
   path = os.path.join(eval_dir, f"{name}.json")
   if os.path.exists(path):
-    import json
     with open(path) as f:
       return json.load(f)
   t = time.perf_counter()
@@ -234,7 +234,6 @@ def run_seed(config, run_dir: str, seed: int, workdir: str) -> dict:
              "wall_s": round(time.perf_counter() - t0, 1)}
     write_json_atomic(os.path.join(s2dir, "stats.json"), stats)
     trn.write_jsonl(tpath, out)   # written last: its presence marks the stage done
-  import json
   with open(os.path.join(s2dir, "stats.json")) as f:
     stats2 = json.load(f)
   exam = [r for r in trn.read_jsonl(tpath) if not r["failed"]]
@@ -284,7 +283,6 @@ def run_seed(config, run_dir: str, seed: int, workdir: str) -> dict:
     sampler.update_state(params3)
     rows = run_mode(sampler, tok, config, bridge, cal, "self_reflection", seed, chat, threshold=1.01)
     write_json_atomic(calib_path, {**reflection_quality(rows), "problems": len(cal)})
-  import json
   with open(calib_path) as f:
     calibration = json.load(f)
   thr = float(config.adaswitch.threshold)

@@ -33,7 +33,6 @@ import numpy as np
 from flax import nnx
 
 from dacl.build import build_task
-from dacl.cloud.config import describe as describe_cloud  # noqa: F401  (symmetry with other jobs)
 from dacl.continual.metrics import mean_std
 from dacl.continual.stream import data_report, eval_data_seed
 from dacl.coplms import learning as lrn
@@ -43,7 +42,7 @@ from dacl.data.splits import derive_seed
 from dacl.metrics import MetricsWriter, progress, write_json_atomic
 from dacl.models.config import get_preset
 from dacl.models.decoder import create_model
-from dacl.sampling import Sampler
+from dacl.sampling import Sampler, SamplingParams
 from dacl.train.checkpoint import Checkpointer
 from dacl.train.sft import BatchStream, init_train_state, make_optimizer
 
@@ -147,7 +146,6 @@ class Runner:
     s = Sampler(party.model, party.tok, max_cache_len=512, min_bucket=32)
     out = []
     for i in range(0, len(prompts), 128):
-      from dacl.sampling import SamplingParams
       o = s(prompts[i:i + 128], jax.random.key(0), SamplingParams(
           max_new_tokens=int(self.cc.answer_tokens), temperature=0.0))
       out += [qm.answer_of(t) for t in o.texts]

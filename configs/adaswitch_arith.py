@@ -27,7 +27,10 @@ def get_config():
       max_steps=10,            # steps per problem, flagged ones included
       step_max_tokens=48,      # tokens per local step
       threshold=-1.0,          # switch when P("Yes") > threshold; -1 = calibrated on train-split
-      calib_per_task=100,      #   problems (Youden's J of wrong-step detection)
+      calib_per_task=100,      #   problems: best Youden's J of wrong-step detection among cuts
+      switch_budget=0.25,      #   that flag at most this share of local steps: the predicted
+                               #   share of cloud-only's cloud tokens (0.25 leaves a margin
+                               #   under the 30 % goal for the estimate's error, +-0.015)
       thresholds=(0.01, 0.03, 0.1, 0.3),
       max_fixes_per_step=1,    # self_reflection: corrections in a row before accepting a step
       drop_flagged=True,       # a replaced step leaves the local model's context (False: it stays,

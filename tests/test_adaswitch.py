@@ -475,3 +475,28 @@ def test_local_mode_probe_reads_reflections_without_acting_or_counting():
   assert [r.local_tokens for r in plain] == [r.local_tokens for r in probed]
   assert all(x.p_yes is None for r in plain for x in r.records)
   assert reflection_quality(probed)["auroc"] == pytest.approx(1.0)
+
+
+def test_calibration_holds_the_switch_budget(monkeypatch):
+  """The calibrated cut is the best Youden's J among cuts that flag at most `switch_budget` of
+  all judged local steps (the predicted switch rate, ~ the share of cloud-only's tokens)."""
+  from types import SimpleNamespace as NS
+  from dacl.adaswitch import job
+  rng = np.random.default_rng(0)
+  rows = []
+  for i in range(40):
+    bad = i % 2                       # half the rows go wrong at step 1, half never do
+    ps = [rng.uniform(0.0, 0.3), rng.uniform(0.2, 1.0) if bad else rng.uniform(0.0, 0.3),
+          rng.uniform(0.0, 1.0)]      # steps after a mistake are noisy
+    rows.append(NS(records=[NS(p_yes=float(p)) for p in ps], gold=1 if bad else -1))
+  monkeypatch.setattr(job.tj, "first_wrong_step", lambda recs, gold: gold if gold >= 0 else None)
+  free = job.reflection_quality(rows)
+  every = np.array([x.p_yes for r in rows for x in r.records])
+  assert free["threshold"] == free["youden_threshold"]
+  assert free["predicted_switch_rate"] == pytest.approx(float((every > free["threshold"]).mean()))
+  assert free["predicted_switch_rate"] > 0.25
+  held = job.reflection_quality(rows, switch_budget=0.25)
+  assert held["predicted_switch_rate"] <= 0.25
+  assert float((every > held["threshold"]).mean()) <= 0.25
+  assert held["threshold"] > free["threshold"] and held["tpr"] <= free["tpr"]
+  assert held["youden_threshold"] == free["youden_threshold"]

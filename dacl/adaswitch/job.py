@@ -122,22 +122,31 @@ def summarise(rows, local_params: int, cloud_params: float) -> dict:
           "cloud_tokens_per_problem": cloud_tokens / n}
 
 
-def reflection_quality(rows) -> dict:
+def reflection_quality(rows, switch_budget: float = 1.0) -> dict:
   """How well P("Yes") separates wrong local steps from right ones, on trajectories run without
   acting on it: each row's steps up to its first wrong one (by the rule check), labelled wrong /
-  right. AUROC, and the threshold maximising Youden's J = TPR - FPR with its TPR and FPR."""
-  ys, ps = [], []
+  right. AUROC, and the threshold maximising Youden's J = TPR - FPR with its TPR and FPR, among
+  the cuts whose predicted switch rate is at most `switch_budget`.
+
+  The predicted switch rate of a cut is the fraction of *all* judged local steps (whole
+  trajectories) it flags. A switched step costs the cloud about what cloud-only pays for that
+  step, so the switch rate predicts adaswitch's share of cloud-only's cloud tokens; the budget
+  holds that share without looking at the evaluation split."""
+  ys, ps, every = [], [], []
   for r in rows:
     bad = tj.first_wrong_step(r.records, r.gold) if r.gold is not None else None
+    every += [x.p_yes for x in r.records if x.p_yes is not None]
     for i, x in enumerate(r.records):
       if bad is not None and i > bad:
         break
       if x.p_yes is not None:
         ys.append(int(bad == i))
         ps.append(x.p_yes)
-  ys, ps = np.asarray(ys), np.asarray(ps)
+  ys, ps, every = np.asarray(ys), np.asarray(ps), np.sort(np.asarray(every))
   out = {"n_steps": int(len(ys)), "n_wrong": int(ys.sum()), "auroc": None, "threshold": None,
-         "tpr": None, "fpr": None}
+         "tpr": None, "fpr": None, "predicted_switch_rate": None,
+         "switch_budget": float(switch_budget), "youden_threshold": None}
+  flag_rate = lambda t: float(len(every) - np.searchsorted(every, t, side="left")) / len(every)
   if 0 < ys.sum() < len(ys):
     order = np.argsort(ps)
     ranks = np.empty(len(ps))
@@ -146,14 +155,20 @@ def reflection_quality(rows) -> dict:
       ranks[ps == v] = ranks[ps == v].mean()
     npos, nneg = ys.sum(), len(ys) - ys.sum()
     out["auroc"] = float((ranks[ys == 1].sum() - npos * (npos + 1) / 2) / (npos * nneg))
-    best = (-1.0, 0.5, 0.0, 0.0)
-    for t in np.unique(ps):
+    best, free = None, None
+    for t in np.unique(ps):   # a cut at t flags P(Yes) >= t
       flag = ps >= t
       tpr, fpr = flag[ys == 1].mean(), flag[ys == 0].mean()
-      if tpr - fpr > best[0]:
-        best = (tpr - fpr, float(t), float(tpr), float(fpr))
+      cand = (tpr - fpr, float(t), float(tpr), float(fpr))
+      if free is None or cand[0] > free[0]:
+        free = cand
+      if flag_rate(t) <= switch_budget and (best is None or cand[0] > best[0]):
+        best = cand
+    best = best or (0.0, float(np.nextafter(max(ps.max(), every.max()), np.inf)), 0.0, 0.0)
     # "P(Yes) > threshold" switches: the cut sits just below the chosen value
-    out.update(threshold=float(np.nextafter(best[1], -np.inf)), tpr=best[2], fpr=best[3])
+    out.update(threshold=float(np.nextafter(best[1], -np.inf)), tpr=best[2], fpr=best[3],
+               predicted_switch_rate=flag_rate(best[1]),
+               youden_threshold=float(np.nextafter(free[1], -np.inf)))
   return out
 
 
@@ -282,7 +297,8 @@ def run_seed(config, run_dir: str, seed: int, workdir: str) -> dict:
       cal += p
     sampler.update_state(params3)
     rows = run_mode(sampler, tok, config, bridge, cal, "self_reflection", seed, chat, threshold=1.01)
-    write_json_atomic(calib_path, {**reflection_quality(rows), "problems": len(cal)})
+    write_json_atomic(calib_path, {**reflection_quality(
+        rows, float(config.adaswitch.switch_budget)), "problems": len(cal)})
   with open(calib_path) as f:
     calibration = json.load(f)
   thr = float(config.adaswitch.threshold)

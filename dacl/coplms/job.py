@@ -136,11 +136,18 @@ class Runner:
 
   def batches(self, rows_fn, tok, steps: int, offset: int) -> dict:
     """[steps, B, T] batches of rows_fn(offset + i), tokenised by tok."""
-    return lrn.stack([lrn.qa_batch(rows_fn(offset + i), tok, self.seq_len(tok))
-                      for i in range(steps)])
+    rows = [rows_fn(offset + i) for i in range(steps)]
+    T = self.seq_len(tok, rows)
+    return lrn.stack([lrn.qa_batch(r, tok, T) for r in rows])
 
-  def seq_len(self, tok) -> int:
-    return int(self.cc.seq_len_bpe if getattr(tok, "vocab_size", 0) > 1000 else self.cc.seq_len)
+  def seq_len(self, tok, rows: list) -> int:
+    """The phase's padded length: its longest row (prompt + answer + EOS) rounded up to 16, at
+    most coplms.seq_len (seq_len_bpe for a BPE vocabulary). Short domains cost less, and a phase
+    has one shape for every step (few compiled shapes)."""
+    cap = int(self.cc.seq_len_bpe if getattr(tok, "vocab_size", 0) > 1000 else self.cc.seq_len)
+    longest = max(len(tok.encode(p)) + len(tok.encode(a, add_bos=False)) + 1
+                  for r in rows for p, a, _ in r)
+    return min(cap, -(-longest // 16) * 16)
 
   def answers(self, party: Party, prompts: list) -> list:
     s = Sampler(party.model, party.tok, max_cache_len=512, min_bucket=32)
@@ -169,10 +176,11 @@ class Runner:
 
     def with_teacher(r, ans, w):
       return r + [(p, ans.get(p, g), w if p in ans else 0.0) for p, g, _ in r]
-    ba = [lrn.qa_batch(with_teacher(r, ans_b, alpha * alpha_a), a.tok, self.seq_len(a.tok))
-          for r in rows]
-    bb = [lrn.qa_batch(with_teacher(r, ans_a, alpha * alpha_b), b.tok, self.seq_len(b.tok))
-          for r in rows]
+    ra = [with_teacher(r, ans_b, alpha * alpha_a) for r in rows]
+    rb = [with_teacher(r, ans_a, alpha * alpha_b) for r in rows]
+    Ta, Tb = self.seq_len(a.tok, ra), self.seq_len(b.tok, rb)
+    ba = [lrn.qa_batch(r, a.tok, Ta) for r in ra]
+    bb = [lrn.qa_batch(r, b.tok, Tb) for r in rb]
     run = self.scan(a, b, token_kd=False, train_a=train_a, train_b=train_b)
     a.state, b.state, m = run(a.state, b.state, {"a": lrn.stack(ba), "b": lrn.stack(bb)})
     return {k: float(np.mean(v)) for k, v in jax.device_get(m).items()}

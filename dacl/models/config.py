@@ -83,6 +83,15 @@ PRESETS: dict[str, ModelConfig] = {
     # set from each participant's tokenizer).
     "micro": ModelConfig(vocab_size=TINY_VOCAB, d_model=64, n_layers=2, n_heads=4, n_kv_heads=2,
                          head_dim=16, ffn_dim=192, tie_embeddings=True, max_seq_len=512),
+    "micro_qwen2": ModelConfig(vocab_size=TINY_VOCAB, d_model=64, n_layers=2, n_heads=4,
+                               n_kv_heads=4, head_dim=16, ffn_dim=160, qkv_bias=True,
+                               rope_theta=1000000.0, tie_embeddings=True, max_seq_len=512),
+    "micro_qwen3": ModelConfig(vocab_size=TINY_VOCAB, d_model=64, n_layers=3, n_heads=4,
+                               n_kv_heads=2, head_dim=16, ffn_dim=128, qk_norm=True,
+                               rope_theta=1000000.0, tie_embeddings=True, max_seq_len=512),
+    # the Co-PLMs proxy: smaller than every edge model
+    "nano": ModelConfig(vocab_size=TINY_VOCAB, d_model=32, n_layers=2, n_heads=2, n_kv_heads=1,
+                        head_dim=16, ffn_dim=96, tie_embeddings=True, max_seq_len=512),
     "tiny_qwen2": ModelConfig(vocab_size=TINY_VOCAB, d_model=128, n_layers=3, n_heads=4,
                               n_kv_heads=4, head_dim=32, ffn_dim=320, qkv_bias=True,
                               rope_theta=1000000.0, tie_embeddings=True, max_seq_len=512),

@@ -39,6 +39,8 @@ def get_config():
       batch_size=16,
       alpha=0.5,               # weight of the distillation term (both directions)
       temperature=2.0,         # softmax temperature of the token-level KL
+      llm_warm_steps=0,        # >0: the LLM starts from this many CE updates on the public set
+                               #   (once per seed, shared by every method)
       private_size=400,        # private training examples per edge
       public_per_domain=1500,  # the cloud's public set, per domain
       seq_len=48, seq_len_bpe=24, answer_tokens=20, space_draws=2000))

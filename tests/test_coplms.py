@@ -116,3 +116,29 @@ def test_rouge_l_is_the_reference_package():
     assert qm.rouge_l(pred, gold) == pytest.approx(ref.score(gold, pred)["rougeL"].fmeasure)
   assert qm.exact_match(" tac ", "tac") == 1.0 and qm.exact_match("Tac", "tac") == 0.0
   assert qm.answer_of("tac\nmore") == "tac"
+
+
+def test_llm_warm_start_is_computed_once_and_shared(tmp_path):
+  """coplms.llm_warm_steps: CE updates of the LLM on the public set, saved once per seed and
+  restored (not recomputed) for the next method; 0 turns it off."""
+  import sys, os
+  sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+  from configs.coplms_domains import get_config
+  from dacl.build import build_task
+  from dacl.coplms import job
+  c = get_config()
+  with c.unlocked():
+    c.coplms.private_size, c.coplms.public_per_domain, c.eval.num_examples = 16, 16, 4
+    c.coplms.batch_size, c.coplms.llm_warm_steps = 4, 6
+  tasks = [build_task(t) for t in c.coplms.domains]
+  runner = job.Runner(c, job.domain_data(c, tasks, 0), 0)
+  first = job.warm_llm_params(c, runner, 0, str(tmp_path / "warm"))
+  init = job.build_party("llm", c.coplms.llm, 0, 6, c.optim).state.params
+  moved = jax.tree.map(lambda a, b: float(jnp.abs(a - b).max()), first, init)
+  assert max(jax.tree.leaves(moved)) > 0
+  runner.alone = lambda *a, **k: pytest.fail("a saved warm start must be restored, not recomputed")
+  again = job.warm_llm_params(c, runner, 0, str(tmp_path / "warm"))
+  assert jax.tree.all(jax.tree.map(lambda a, b: bool(jnp.array_equal(a, b)), first, again))
+  with c.unlocked():
+    c.coplms.llm_warm_steps = 0
+  assert job.warm_llm_params(c, runner, 0, str(tmp_path / "off")) is None

@@ -202,6 +202,33 @@ def evaluate(runner: Runner, party: Party, examples) -> dict:
 
 # ----------------------------------------------------------------------------- one run
 
+def warm_llm_params(config, runner: Runner, seed: int, warm_dir: str):
+  """The cloud LLM's starting parameters when coplms.llm_warm_steps > 0: that many CE updates on
+  the public set (the cloud's own data), computed once per seed and shared by every method (saved
+  in warm_dir; a rerun restores it). None when the warm start is off."""
+  cc = config.coplms
+  steps = int(cc.get("llm_warm_steps", 0))
+  if steps <= 0:
+    return None
+  party = build_party("llm", cc.llm, seed, steps, config.optim)
+  ck = Checkpointer(warm_dir, steps, 1)
+  if ck.latest_step() == steps:
+    party.state, _, _ = ck.restore(party.state)
+  else:
+    stream = BatchStream(_rows(runner.data["public"]), cc.batch_size,
+                         derive_seed(seed, "llm-warm") % (2 ** 31))
+    chunk = 200
+    bar = progress(steps, desc=f"LLM warm start s{seed}")
+    for off in range(0, steps, chunk):
+      n = min(chunk, steps - off)
+      runner.alone(party, stream.batch, n, off)
+      bar.update(n)
+    bar.close()
+    ck.save(steps, party.state, {"llm_warm_steps": steps, "seed": seed})
+  ck.close()
+  return party.state.params
+
+
 def run_method(config, run_dir: str, method: str, seed: int, tasks, data,
                transport: Transport = None) -> dict:
   """One method for one seed: R rounds, checkpointed after each; rerunning resumes. All edge <->
@@ -221,6 +248,10 @@ def run_method(config, run_dir: str, method: str, seed: int, tasks, data,
   for d in dpms[1:]:   # copies: phase functions donate their states
     d.state = d.state._replace(params=jax.tree.map(jnp.copy, dpms[0].state.params))
   runner = Runner(config, data, seed)
+  warm = warm_llm_params(config, runner, seed,
+                         os.path.join(os.path.dirname(os.path.abspath(run_dir)), f"llm_warm_s{seed}"))
+  if warm is not None:   # every method's LLM (and the pooled model) starts from the same warm start
+    llm.state = llm.state._replace(params=jax.tree.map(jnp.copy, warm))
   transport = transport if transport is not None else Transport()
   ck = Checkpointer(os.path.join(run_dir, "checkpoints"), 1, 2)
   parties = {p.name: p for p in [llm, *slms, *dpms]}

@@ -500,3 +500,14 @@ def test_calibration_holds_the_switch_budget(monkeypatch):
   assert float((every > held["threshold"]).mean()) <= 0.25
   assert held["threshold"] > free["threshold"] and held["tpr"] <= free["tpr"]
   assert held["youden_threshold"] == free["youden_threshold"]
+
+
+def test_cached_evaluation_is_redone_when_its_key_changes(tmp_path):
+  from dacl.adaswitch.job import _evaluate
+  calls = []
+  fn = lambda: calls.append(1) or {"accuracy": 0.5, "cloud_tokens": 0}
+  _evaluate("adaswitch", fn, str(tmp_path), key={"threshold": 0.1})
+  _evaluate("adaswitch", fn, str(tmp_path), key={"threshold": 0.1})
+  assert len(calls) == 1                                    # reused
+  _evaluate("adaswitch", fn, str(tmp_path), key={"threshold": 0.2})
+  assert len(calls) == 2                                    # another threshold: evaluated again

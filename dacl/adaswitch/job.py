@@ -172,15 +172,20 @@ def reflection_quality(rows, switch_budget: float = 1.0) -> dict:
   return out
 
 
-def _evaluate(name, fn, eval_dir):
-  """Cached per setting: a rerun (or a resumed run) reuses finished evaluations."""
+def _evaluate(name, fn, eval_dir, key=None):
+  """Cached per setting: a rerun (or a resumed run) reuses finished evaluations whose `key` (e.g.
+  the threshold they ran at) is unchanged."""
   path = os.path.join(eval_dir, f"{name}.json")
   if os.path.exists(path):
     with open(path) as f:
-      return json.load(f)
+      out = json.load(f)
+    if out.get("key") == key:
+      return out
   t = time.perf_counter()
   out = fn()
   out["wall_s"] = round(time.perf_counter() - t, 2)
+  if key is not None:
+    out["key"] = key
   write_json_atomic(path, out)
   log.info("eval %s: accuracy %.3f, cloud tokens %d", name, out["accuracy"], out["cloud_tokens"])
   return out
@@ -287,9 +292,16 @@ def run_seed(config, run_dir: str, seed: int, workdir: str) -> dict:
     return out
 
   # The switching threshold: adaswitch.threshold, or (-1) the one that best separates wrong from
-  # right steps on train-split calibration problems (never the eval split).
+  # right steps on train-split calibration problems (never the eval split) among those predicted
+  # to switch at most adaswitch.switch_budget of the steps. A saved calibration made under
+  # another budget is redone.
   calib_path = os.path.join(run_dir, "stage3", "calibration.json")
-  if not os.path.exists(calib_path):
+  budget = float(config.adaswitch.switch_budget)
+  stale = True
+  if os.path.exists(calib_path):
+    with open(calib_path) as f:
+      stale = json.load(f).get("switch_budget") != budget
+  if stale:
     cal = []
     for k, t in enumerate(tasks):
       p, _ = _golden(t, "train", int(config.adaswitch.calib_per_task),
@@ -297,8 +309,7 @@ def run_seed(config, run_dir: str, seed: int, workdir: str) -> dict:
       cal += p
     sampler.update_state(params3)
     rows = run_mode(sampler, tok, config, bridge, cal, "self_reflection", seed, chat, threshold=1.01)
-    write_json_atomic(calib_path, {**reflection_quality(
-        rows, float(config.adaswitch.switch_budget)), "problems": len(cal)})
+    write_json_atomic(calib_path, {**reflection_quality(rows, budget), "problems": len(cal)})
   with open(calib_path) as f:
     calibration = json.load(f)
   thr = float(config.adaswitch.threshold)
@@ -307,7 +318,8 @@ def run_seed(config, run_dir: str, seed: int, workdir: str) -> dict:
   modes = {}
   for mode in MODES:   # local mode also reads P(Yes) without acting on it (uncounted): a probe
     modes[mode] = _evaluate(mode, lambda: evaluate(params3, mode, threshold=thr,
-                                                   probe=(mode == "local")), eval_dir)
+                                                   probe=(mode == "local")), eval_dir,
+                            key={"threshold": thr} if mode == "adaswitch" else None)
   probe = modes["local"]["reflection"]
   sweep = []
   for th in config.adaswitch.thresholds:   # the chosen threshold's run is adaswitch mode itself
@@ -318,12 +330,12 @@ def run_seed(config, run_dir: str, seed: int, workdir: str) -> dict:
   rate = modes["adaswitch"]["switch_rate"]
   ablations = {
       "no_cloud": _evaluate("no_cloud", lambda: evaluate(params3, "resample", threshold=thr),
-                            eval_dir),
+                            eval_dir, key={"threshold": thr}),
       "no_reflection": _evaluate("no_reflection", lambda: evaluate(
-          params3, "random", random_rate=max(rate, 1e-3)), eval_dir),
+          params3, "random", random_rate=max(rate, 1e-3)), eval_dir, key={"rate": rate}),
       "no_reflective_learning": _evaluate("no_reflective_learning",
                                           lambda: evaluate(params1, "adaswitch", threshold=thr),
-                                          eval_dir)}
+                                          eval_dir, key={"threshold": thr})}
   bridge_stats = bridge.summary()
   bridge.close()
   result = {"seed": seed, "modes": modes, "ablations": ablations, "threshold": thr,

@@ -41,11 +41,13 @@ def get_config():
       min_rows=16,             # smallest row bucket: rows that finished stop costing compute
       min_bucket=64, space_draws=2000))
   c.stage1 = ml_collections.ConfigDict(dict(
-      examples_per_task=6000, steps=650, batch_size=32, lr=3e-3, warmup_steps=40, seq_len=384))
+      examples_per_task=6000, steps=650, batch_size=32, lr=3e-3, warmup_steps=40, seq_len=384,
+      pack=True))   # a batch's trajectories packed into fewer rows: same gradient, fewer slots
   c.stage2 = ml_collections.ConfigDict(dict(
       questions_per_task=250, cloud_attempts=2, temperature=0.0))
   c.stage3 = ml_collections.ConfigDict(dict(
-      steps=120, batch_size=32, lr=1e-3, warmup_steps=20, seq_len=384, gold_fraction=0.3))
+      steps=120, batch_size=32, lr=1e-3, warmup_steps=20, seq_len=384, gold_fraction=0.3,
+      pack=True))
   c.eval.num_examples = 100  # per task
   c.train.save_every = 200
   c.cloud = cloud_config()

@@ -120,3 +120,30 @@ def test_continual_metrics():
   assert cm.forgetting(R) == pytest.approx([0.5, 0.2 / 0.9, 0.0])
   assert cm.post_switch_accuracy([[1, 0, 1, 1], [0.5]], 2) == [0.5, 0.5]
   assert cm.usage_last_quarter([[0, 0, 0, 1, 1, 1, 1, 1]]) == [1.0]
+
+
+def test_auroc_against_pair_counting():
+  rng = np.random.default_rng(0)
+  s = rng.integers(0, 5, 40).astype(float)     # many ties
+  y = rng.random(40) < 0.4
+  pairs = [(a > b) + 0.5 * (a == b) for a in s[y] for b in s[~y]]
+  assert cm.auroc(s, y) == pytest.approx(np.mean(pairs))
+  assert cm.auroc([0.1, 0.9], [0, 1]) == 1.0 and cm.auroc([0.9, 0.1], [0, 1]) == 0.0
+  assert cm.auroc([0.3, 0.4], [1, 1]) is None
+
+
+def test_acc_at_budget_policy_random_oracle():
+  local = np.array([1, 0, 0, 1, 0, 1, 1, 0, 1, 1], float)
+  cloud = np.array([1, 1, 0, 1, 1, 1, 0, 1, 1, 1], float)
+  good = 1.0 - local                               # ranks the locally wrong problems first
+  r = cm.acc_at_budget(local, cloud, good + 0.01 * np.arange(10), tau=0.3)   # k = 3
+  assert r["k"] == 3
+  assert r["oracle"] == pytest.approx(0.9)         # 6 right + 3 fixable sent
+  assert r["policy"] == pytest.approx(0.8)         # sends 7, 4, 2: the cloud fails on 2
+  assert r["random"] == pytest.approx(0.6 + 0.3 * 0.2)   # mean gain 0.2 per sent problem
+  bad = cm.acc_at_budget(local, cloud, local, tau=0.3)     # sends 0, 3, 5: right already
+  assert bad["policy"] == pytest.approx(0.6) and bad["policy"] < bad["random"] < bad["oracle"]
+  # the random figure is the expectation over k-subsets
+  sims = [local.sum() + (cloud - local)[np.random.default_rng(i).permutation(10)[:3]].sum()
+          for i in range(4000)]
+  assert np.mean(sims) / 10 == pytest.approx(r["random"], abs=0.01)

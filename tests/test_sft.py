@@ -77,3 +77,51 @@ def test_batch_stream_is_a_function_of_step():
   assert s.batch(3) == BatchStream(list(range(10)), 4, seed=1).batch(3)
   seen = s.batch(0) + s.batch(1) + s.batch(2)[:2]   # first epoch covers every item once
   assert sorted(seen) == list(range(10))
+
+
+def test_packed_batch_gives_the_unpacked_loss_and_gradient():
+  """Packing is only a layout: segment-aware attention and per-segment positions give every
+  sequence its unpacked logits, so the (sum, count) loss and the update match; and a token of
+  one segment cannot see another segment."""
+  from dacl.train.sft import pack_sequences
+  tok = ByteTokenizer()
+  cfg = get_preset("tiny", n_layers=2)
+  rng = np.random.default_rng(0)
+  items = []
+  for n in (5, 17, 9, 30, 3, 12, 22, 7):
+    ids = [int(x) for x in rng.integers(3, 200, n)]
+    items.append((ids, [float(x) for x in rng.random(n) > 0.3]))
+  packed = pack_sequences(items, tok.pad_id, seq_len=32, bucket=8, row_multiple=1)
+  assert packed["tokens"].shape[0] < len(items)            # it did pack
+  assert packed["loss_mask"].sum() == sum(sum(1 for x in w[1:] if x > 0) for _, w in items)
+  unpacked = {"tokens": np.full((8, 32), tok.pad_id, np.int32), "mask": np.zeros((8, 32), bool)}
+  unpacked["targets"] = unpacked["tokens"].copy()
+  unpacked["loss_mask"] = np.zeros((8, 32), bool)
+  for b, (ids, w) in enumerate(items):
+    n = len(ids) - 1
+    unpacked["tokens"][b, :n], unpacked["targets"][b, :n] = ids[:-1], ids[1:]
+    unpacked["mask"][b, :n] = True
+    unpacked["loss_mask"][b, :n] = np.asarray(w[1:]) > 0
+  outs = []
+  for raw in (unpacked, packed):
+    tx = optax.sgd(1.0)
+    gd, st = init_train_state(create_model(cfg, seed=0), tx, 0)
+    b = {k: jnp.asarray(v)[None] for k, v in raw.items() if isinstance(v, np.ndarray)}
+    st, m = make_train_step(gd, tx)(st, b)
+    outs.append((jax.tree.leaves(st.params), float(m["loss"]), float(m["tokens"])))
+  assert outs[0][2] == outs[1][2]
+  assert abs(outs[0][1] - outs[1][1]) < 1e-5
+  for a, b in zip(outs[0][0], outs[1][0]):
+    np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=2e-6)
+  # isolation: changing another segment's tokens leaves a segment's logits unchanged
+  model = create_model(cfg, seed=0)
+  row = int(np.argmax((packed["segment_ids"] > 0).sum(1) * (packed["segment_ids"].max(1) > 1)))
+  seg = packed["segment_ids"][row]
+  call = lambda t: np.asarray(model(jnp.asarray(t[row:row + 1]), jnp.asarray(packed["positions"][row:row + 1]),
+                                    jnp.asarray(packed["mask"][row:row + 1]),
+                                    segment_ids=jnp.asarray(packed["segment_ids"][row:row + 1]))[0])
+  base, other = call(packed["tokens"]), packed["tokens"].copy()
+  other[row, seg == 2] = 7
+  moved = call(other)
+  np.testing.assert_allclose(base[0, seg == 1], moved[0, seg == 1], atol=1e-6)
+  assert not np.allclose(base[0, seg == 2], moved[0, seg == 2])

@@ -27,7 +27,7 @@ from dacl.adaswitch import training as trn
 from dacl.adaswitch import trajectories as tj
 from dacl.build import build_model_and_tokenizer, build_task
 from dacl.cloud.config import bridge_from_config, describe as describe_cloud
-from dacl.continual.metrics import mean_std
+from dacl.continual.metrics import auroc, mean_std
 from dacl.continual.stream import data_report, eval_data_seed
 from dacl.data.splits import derive_seed
 from dacl.metrics import write_json_atomic
@@ -148,13 +148,7 @@ def reflection_quality(rows, switch_budget: float = 1.0) -> dict:
          "switch_budget": float(switch_budget), "youden_threshold": None}
   flag_rate = lambda t: float(len(every) - np.searchsorted(every, t, side="left")) / len(every)
   if 0 < ys.sum() < len(ys):
-    order = np.argsort(ps)
-    ranks = np.empty(len(ps))
-    ranks[order] = np.arange(1, len(ps) + 1)
-    for v in np.unique(ps):   # average ranks over ties
-      ranks[ps == v] = ranks[ps == v].mean()
-    npos, nneg = ys.sum(), len(ys) - ys.sum()
-    out["auroc"] = float((ranks[ys == 1].sum() - npos * (npos + 1) / 2) / (npos * nneg))
+    out["auroc"] = auroc(ps, ys)
     best, free = None, None
     for t in np.unique(ps):   # a cut at t flags P(Yes) >= t
       flag = ps >= t
@@ -224,7 +218,8 @@ def run_seed(config, run_dir: str, seed: int, workdir: str) -> dict:
   tx1 = _stage_opt(s1, config, s1.steps)
   graphdef, state = init_train_state(model, tx1, seed)
   st1 = BatchStream(items1, s1.batch_size, seed)
-  state = fit(graphdef, state, tx1, lambda i: trn.make_trajectory_batch(st1.batch(i), tok, s1.seq_len),
+  state = fit(graphdef, state, tx1, lambda i: trn.make_trajectory_batch(st1.batch(i), tok, s1.seq_len,
+                                                                       pack=bool(s1.pack)),
               s1.steps, os.path.join(run_dir, "stage1", "checkpoints"),
               desc=f"stage 1 self-practice (seed {seed})", record={"stage": 1, "seed": seed},
               save_every=config.train.save_every)
@@ -270,7 +265,8 @@ def run_seed(config, run_dir: str, seed: int, workdir: str) -> dict:
   model1 = nnx.merge(graphdef, jax.tree.map(jnp.copy, params1))
   graphdef, state = init_train_state(model1, tx3, seed)
   st3 = BatchStream(items3, s3.batch_size, seed + 3)
-  state = fit(graphdef, state, tx3, lambda i: trn.make_trajectory_batch(st3.batch(i), tok, s3.seq_len),
+  state = fit(graphdef, state, tx3, lambda i: trn.make_trajectory_batch(st3.batch(i), tok, s3.seq_len,
+                                                                       pack=bool(s3.pack)),
               s3.steps, os.path.join(run_dir, "stage3", "checkpoints"),
               desc=f"stage 3 reflective learning (seed {seed})", record={"stage": 3, "seed": seed},
               save_every=config.train.save_every)

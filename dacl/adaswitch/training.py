@@ -18,6 +18,7 @@ import numpy as np
 from dacl.adaswitch import steps as st
 from dacl.data.calculator import CalcError
 from dacl.adaswitch.engine import encode_segments
+from dacl.train.sft import pack_sequences
 
 STAGES = ("self_practice", "reflective")
 
@@ -44,11 +45,15 @@ def trajectory_tokens(tok, qtext: str, records: list, stage: str, chat: bool = F
   return ids, w
 
 
-def make_trajectory_batch(items, tok, seq_len: int, bucket: int = 64) -> dict:
+def make_trajectory_batch(items, tok, seq_len: int, bucket: int = 64, pack: bool = False) -> dict:
   """Right-padded next-token batch from (ids, weights) pairs: tokens/targets/loss_mask/mask
   [B, T] and `truncated` (rows longer than seq_len + 1 that lost their end). T is the longest
   row rounded up to a multiple of `bucket`, at most seq_len: short batches cost less, and there
-  are at most seq_len / bucket compiled shapes."""
+  are at most seq_len / bucket compiled shapes. pack: the same trajectories packed into rows of
+  seq_len (`dacl.train.sft.pack_sequences`; same loss and gradient). Stage 1 at 32 x ~165
+  tokens: 6,144 slots a batch instead of 9,257, 0.81 s a step instead of 1.12 (BUILD_NOTES.md)."""
+  if pack:
+    return pack_sequences(items, tok.pad_id, seq_len, bucket=seq_len, row_multiple=2)
   B = len(items)
   longest = max(len(ids) for ids, _ in items) - 1
   seq_len = min(seq_len, -(-longest // bucket) * bucket)

@@ -48,3 +48,38 @@ def mean_std(values) -> tuple:
   """(mean, sample standard deviation with ddof = 1) over seeds; std is None for one value."""
   v = np.asarray(values, float)
   return float(v.mean()), (float(v.std(ddof=1)) if v.size > 1 else None)
+
+
+def auroc(scores, labels):
+  """Area under the ROC curve of `scores` for binary `labels` (1 = positive): the probability
+  that a random positive scores above a random negative, ties counting one half (rank form,
+  ties averaged). None when one class is absent."""
+  s, y = np.asarray(scores, float), np.asarray(labels, int)
+  npos = int(y.sum())
+  nneg = len(y) - npos
+  if npos == 0 or nneg == 0:
+    return None
+  order = np.argsort(s, kind="stable")
+  ranks = np.empty(len(s))
+  ranks[order] = np.arange(1, len(s) + 1)
+  for v in np.unique(s):   # average ranks over ties
+    ranks[s == v] = ranks[s == v].mean()
+  return float((ranks[y == 1].sum() - npos * (npos + 1) / 2) / (npos * nneg))
+
+
+def acc_at_budget(local, cloud, scores, tau: float) -> dict:
+  """Accuracy when exactly k = floor(tau * n) of n problems go to the cloud.
+
+  local[i], cloud[i]: the local and the cloud answer's scores on problem i (a faulted cloud
+  answer scores as the local one). policy: the k highest `scores` (the method's own offload
+  score; ties by index); random: the expectation over uniformly random k-subsets; oracle: the k
+  largest gains cloud - local (it knows both answers; never below policy or random)."""
+  local, cloud = np.asarray(local, float), np.asarray(cloud, float)
+  n = len(local)
+  k = int(np.floor(tau * n))
+  gain = cloud - local
+  pick = lambda idx: float((local.sum() + gain[idx].sum()) / n)
+  top = np.argsort(-np.asarray(scores, float), kind="stable")[:k]
+  return {"policy": pick(top),
+          "random": float(local.mean() + (k / n) * gain.mean()) if n else 0.0,
+          "oracle": pick(np.argsort(-gain, kind="stable")[:k]), "k": k, "n": n}

@@ -161,7 +161,8 @@ class Decoder(nnx.Module):
 
   def __call__(self, tokens: jax.Array, positions: Optional[jax.Array] = None,
                mask: Optional[jax.Array] = None, cache: Optional[KVCache] = None,
-               return_hidden: bool = False, last_only: bool = False):
+               return_hidden: bool = False, last_only: bool = False,
+               segment_ids: Optional[jax.Array] = None):
     """tokens [B, T] int32 -> (logits [B, T, V] float32, cache or None).
 
     positions [B, T]: RoPE positions (default 0..T-1). mask [B, T]: True for real tokens
@@ -169,6 +170,8 @@ class Decoder(nnx.Module):
     tokens are written at slots index..index+T-1 and attend to every earlier valid slot.
     With return_hidden, the final-norm hidden states [B, T, d_model] replace the logits.
     With last_only, logits are computed for the last position only ([B, 1, V]; prefill).
+    segment_ids [B, T] int (no cache only): packed rows; a token attends only to earlier tokens
+    of its own segment (give positions restarting at 0 per segment too).
     """
     cfg = self.cfg
     dt = as_dtype(cfg.dtype)
@@ -187,7 +190,12 @@ class Decoder(nnx.Module):
       k_slot = jnp.arange(cache.mask.shape[1])
       key_valid = jax.lax.dynamic_update_slice(cache.mask, mask, (0, cache.index))
     # [B, 1, 1, T, S]: causal in slot order, and the key must be a real token.
-    attn_ok = ((k_slot[None, :] <= q_slot[:, None])[None] & key_valid[:, None, :])[:, None, None]
+    attn_ok = (k_slot[None, :] <= q_slot[:, None])[None] & key_valid[:, None, :]
+    if segment_ids is not None:
+      if cache is not None:
+        raise ValueError("segment_ids are for packed training rows, not cached decoding")
+      attn_ok = attn_ok & (segment_ids[:, :, None] == segment_ids[:, None, :])
+    attn_ok = attn_ok[:, None, None]
     ks, vs = [], []
     for i, layer in enumerate(self.layers):
       if cache is None:
@@ -222,9 +230,9 @@ def _gqa_attention(q, k, v, attn_ok, cfg: ModelConfig):
   return o.reshape(B, T, H, D)
 
 
-def forward(graphdef, state, tokens, positions=None, mask=None, cache=None):
+def forward(graphdef, state, tokens, positions=None, mask=None, cache=None, segment_ids=None):
   """Pure functional forward: (graphdef, state, ...) -> (logits float32 [B,T,V], cache)."""
-  return nnx.merge(graphdef, state)(tokens, positions, mask, cache)
+  return nnx.merge(graphdef, state)(tokens, positions, mask, cache, segment_ids=segment_ids)
 
 
 def create_model(cfg: ModelConfig, seed: int = 0) -> Decoder:

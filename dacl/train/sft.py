@@ -45,9 +45,11 @@ def token_logprobs(logits, targets):
 
 
 def sft_loss(graphdef, params, batch):
-  """(sum of masked token NLL, number of masked tokens). batch: tokens/targets/loss_mask/mask [B,T]."""
+  """(sum of masked token NLL, number of masked tokens). batch: tokens/targets/loss_mask/mask [B,T],
+  and for packed rows (`pack_sequences`) positions/segment_ids [B,T]."""
   model = nnx.merge(graphdef, params)
-  logits, _ = model(batch["tokens"], None, batch["mask"])
+  logits, _ = model(batch["tokens"], batch.get("positions"), batch["mask"],
+                    segment_ids=batch.get("segment_ids"))
   lp = token_logprobs(logits, batch["targets"])
   w = batch["loss_mask"].astype(jnp.float32)
   return -(lp * w).sum(), w.sum()
@@ -157,3 +159,54 @@ class BatchStream:
       take = min(self.batch_size - len(out), n - off)
       out.extend(self.pool[j] for j in perm[off:off + take])
     return out
+
+
+def pack_sequences(items: Sequence, pad_id: int, seq_len: int, bucket: int = 64,
+                   row_multiple: int = 4) -> dict:
+  """Packs (ids, weights) pairs (weight[i] applies to ids[i] as a target) into fewer rows.
+
+  Each sequence gives len(ids) - 1 (input, target) slots, truncated at seq_len. Rows are T slots,
+  T = the longest sequence rounded up to `bucket` (at most seq_len), filled first-fit in
+  decreasing length; the row count is rounded up to `row_multiple` (empty rows are padding), so
+  few shapes compile. Returns numpy tokens/targets/loss_mask/mask/positions/segment_ids [R, T]
+  (segment 0 is padding; positions restart at 0 in each segment) and `truncated`. With the
+  segment-aware attention of the decoder, every sequence's logits and its (sum, count) loss are
+  those of the unpacked batch (tested), at fewer padded slots.
+  """
+  seqs, truncated = [], 0
+  for ids, w in items:
+    truncated += len(ids) > seq_len + 1
+    seqs.append((list(ids[:seq_len + 1]), list(w[:seq_len + 1])))
+  longest = max(len(ids) for ids, _ in seqs) - 1
+  T = min(seq_len, -(-longest // bucket) * bucket)
+  order = sorted(range(len(seqs)), key=lambda i: -len(seqs[i][0]))
+  rows, free = [], []       # rows: lists of sequence indices; free: slots left per row
+  for i in order:
+    n = len(seqs[i][0]) - 1
+    r = next((j for j, f in enumerate(free) if f >= n), None)
+    if r is None:
+      rows.append([])
+      free.append(T)
+      r = len(rows) - 1
+    rows[r].append(i)
+    free[r] -= n
+  R = -(-len(rows) // row_multiple) * row_multiple
+  out = {k: np.zeros((R, T), np.int32) for k in ("positions", "segment_ids")}
+  out["tokens"] = np.full((R, T), pad_id, np.int32)
+  out["targets"] = np.full((R, T), pad_id, np.int32)
+  out["loss_mask"] = np.zeros((R, T), bool)
+  out["mask"] = np.zeros((R, T), bool)
+  for r, members in enumerate(rows):
+    at = 0
+    for s, i in enumerate(members, start=1):
+      ids, w = seqs[i]
+      n = len(ids) - 1
+      sl = slice(at, at + n)
+      out["tokens"][r, sl], out["targets"][r, sl] = ids[:-1], ids[1:]
+      out["loss_mask"][r, sl] = np.asarray(w[1:], float) > 0
+      out["mask"][r, sl] = True
+      out["positions"][r, sl] = np.arange(n)
+      out["segment_ids"][r, sl] = s
+      at += n
+  out["truncated"] = truncated
+  return out

@@ -35,15 +35,22 @@ def get_rl_base() -> ml_collections.ConfigDict:
   c.offload = ml_collections.ConfigDict(dict(marker="<cloud>"))
   # post_switch_steps M: post-switch accuracy is the greedy held-out accuracy after M steps of a
   # new task. space_draws: draws per task for the problem-space estimate in results.json "data".
+  # replay_fraction: share of each RL batch drawn from a buffer of the first replay_size prompts
+  # of every earlier task's pool (0 = no replay).
   c.stream = ml_collections.ConfigDict(dict(tasks=[], steps=(), train_size=4000,
-                                            post_switch_steps=10, space_draws=5000))
-  c.budget = ml_collections.ConfigDict(dict(tau=0.3))
+                                            post_switch_steps=10, space_draws=5000,
+                                            replay_fraction=0.0, replay_size=200))
+  # lam_reset: λ (and its integral) back to rl.lam_init at each task switch (default: carried)
+  c.budget = ml_collections.ConfigDict(dict(tau=0.3, lam_reset=False))
   c.warmstart = ml_collections.ConfigDict(dict(
       steps=1000, batch_size=128, lr=6e-3, warmup_steps=50, seq_len=24,
-      examples_per_task=6000, offload_fraction=0.15))
+      examples_per_task=6000, offload_fraction=0.15,
+      coverage="all"))   # whose demonstrations: "all" stream tasks, or "first" (later ones unseen)
   c.rl = ml_collections.ConfigDict(dict(
       lr=2e-4, warmup_steps=5, batch_prompts=16, group=8, grad_accum=1, max_new_tokens=8,
-      temperature=1.0, eps_low=0.2, eps_high=0.28, beta=0.0, aggregation="token-mean",
+      temperature=1.0, eps_low=0.2, eps_high=0.28, aggregation="token-mean",
+      beta=0.0,                 # KL weight to an anchor policy (0 = no KL term)
+      kl_anchor="warmstart",    # the anchor: "warmstart" or "previous_task" (set at each switch)
       scale="none", gamma=0.5, lam_init=0.0,
       lam_lr=0.1,        # K_i: step of the projected dual ascent (the integral term)
       lam_kp=4.0,        # K_p: proportional gain of the PI multiplier; 0 = plain dual ascent

@@ -73,6 +73,25 @@ def rl_tables(results: dict) -> list:
               " ".join(_f(v, 2) for v in a["usage_last_quarter"]),
               f"{a['cloud_calls']:.0f}", str(a.get("n_seeds", len(a.get("per_seed", [])) or 1)))
   out = [t]
+  if any("offload_auroc" in a for a in algos.values()):
+    o = Table(title=f"Offload quality after the stream, per task ({', '.join(results['tasks'])}): "
+                    f"local accuracy before RL → after; AUROC of the offload score for 'local "
+                    f"answer wrong'; accuracy with exactly ⌊τ·n⌋ offloads chosen by the method / "
+                    f"at random / by an oracle")
+    for col in ("algorithm", "score", "L warm start → after", "AUROC (warm start → after)",
+                "acc at budget: policy / random / oracle"):
+      o.add_column(col, justify="left" if col in ("algorithm", "score") else "right")
+    for name, a in algos.items():
+      if "offload_auroc" not in a:
+        continue
+      o.add_row(name, str(a.get("offload_score", "")),
+                "  ".join(f"{_f(i, 2)}→{_f(l, 2)}" for i, l in zip(a["L_init"], a["L"][-1])),
+                "  ".join(f"{_f(i, 2)}→{_f(v, 2)}" for i, v in
+                          zip(a["offload_auroc_init"], a["offload_auroc"])),
+                "  ".join("—" if b is None else
+                          f"{b['policy']:.2f}/{b['random']:.2f}/{b['oracle']:.2f}"
+                          for b in a["acc_at_budget"]))
+    out.append(o)
   dt = data_table(results)
   if dt is not None:
     out.append(dt)

@@ -62,6 +62,12 @@ def test_lambda_follows_usage_against_tau(tmp_path):
     assert key in a
   assert all(0 <= u <= 1 for row in a["U"] for u in row)
   assert all(u <= 0.5 + 1e-9 for row in a["U_cap"] for u in row)   # the hard cap holds
+  # offload quality (F8): per task, before RL and after the stream
+  assert len(a["L_init"]) == 3 and a["offload_score"] == "policy_marker"
+  for key in ("offload_auroc", "offload_auroc_init"):
+    assert len(a[key]) == 3 and all(v is None or 0 <= v <= 1 for v in a[key])
+  for b in a["acc_at_budget"] + a["acc_at_budget_init"]:
+    assert b["oracle"] >= max(b["policy"], b["random"]) - 1e-9
   r = dacl("report", str(tmp_path))
   assert r.returncode == 0 and "ACC" in r.stdout
   assert (tmp_path / "plots" / "lambda.png").exists()
@@ -85,6 +91,16 @@ def test_all_algorithms_share_the_path(tmp_path):
   assert all(u == 0 for row in res["local_only"]["U"] for u in row)
   assert all(u == 1 for row in res["cloud_only"]["U"] for u in row)
   assert res["local_only"]["R"] == res["local_only"]["L"]
+  # the offload report fetched cloud answers for every problem; they are not the run's usage
+  assert res["local_only"]["cloud_calls"] == 0 and res["grpo_local"]["cloud_calls"] == 0
+  assert res["random_offload"]["offload_score"] == "random"
+  assert res["router"]["offload_score"] == "router"
+  assert res["local_only"]["L_init"] == res["local_only"]["L"][-1]   # no training: unchanged
+  # on-policy at the first step (θ = θ_old): the ratio is 1 and nothing is clipped, also where
+  # the marker was banned while sampling (it was 1 − p(marker) before the trainer banned it too)
+  for algo in ("grpo_local", "shaped", "random_offload", "router"):
+    first = next(x for x in _rows(tmp_path, algo) if "clip_frac" in x)
+    assert first["step"] == 1 and first["clip_frac"] == 0.0, (algo, first)
   # random offload routes about τ of the prompts (16 eval prompts: loose bounds)
   assert 0.0 < np.mean(res["random_offload"]["U"]) < 0.7
 
@@ -128,3 +144,27 @@ def test_resume_mid_stream_equals_uninterrupted(tmp_path):
 
 # configs/dagrpo_smollm2_gsm.py (SmolLM2-135M-Instruct, GSM tasks, text-tag marker, chat template)
 # runs for one RL step per task in tests/test_readme_commands.py, as the README documents it.
+
+
+def test_arith_to_code_stream_with_forgetting_options(tmp_path):
+  """The arithmetic → code stream (warm start on the first task only; the code task's rewards
+  run in the sandbox) with every forgetting option on: replay, λ reset, KL to the previous
+  task's policy."""
+  cfg = os.path.join(ROOT, "configs", "stream_arith_code.py")
+  small = [a for a in SMALL if not a.startswith("--config.stream.steps")]
+  r = dacl("train", f"--config={cfg}", f"--workdir={tmp_path}", *small,
+           "--config.stream.steps=(3,3)", "--config.rl.max_new_tokens=12",
+           "--config.stream.replay_fraction=0.5", "--config.stream.replay_size=8",
+           "--config.budget.lam_reset=True", "--config.rl.lam_init=0.5",
+           "--config.rl.beta=0.05", "--config.rl.kl_anchor=previous_task")
+  assert r.returncode == 0, r.stderr[-3000:]
+  res = json.load(open(tmp_path / "results.json"))
+  assert res["tasks"] == ["add2", "code"] and res["warmstart_tasks"] == ["add2"]
+  assert res["data"]["s0"]["code"]["train_pools"]["warmstart"]["n"] == 0
+  a = res["algorithms"]["dagrpo"]
+  assert len(a["L_init"]) == 2 and len(a["acc_at_budget"]) == 2
+  rows = [x for x in _rows(tmp_path) if "lambda" in x]
+  # λ reset: the first step of task 2 starts again from λ_init = 0.5 (one dual-ascent step)
+  first = next(x for x in rows if x["task"] == "code")
+  assert first["lambda_integral"] == pytest.approx(0.5 + 0.1 * (first["cloud_rate"] - 0.3), abs=1e-6)
+  assert sorted(os.listdir(tmp_path / "runs" / "dagrpo_s0" / "kl_anchor")) == ["1"]

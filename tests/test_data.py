@@ -152,3 +152,31 @@ def test_tfds_task_clear_error_without_tensorflow():
     pass
   with pytest.raises(ImportError, match="tfds"):
     tasks.make_task("tfds")
+
+
+def test_scratch_solutions_end_in_the_gold_answer():
+  """Scratchpad demonstrations (F8) change the demonstration only: the same problems, splits and
+  gold answers, and the scratchpad's last number is the gold answer."""
+  from dacl.data.answers import numeric_reward
+  from dacl.data.scratch import scratch_solution
+  from dacl.data.tasks import make_task
+  assert scratch_solution("47 + 85") == "231>132"
+  assert scratch_solution("23 - 60") == "73->-37"
+  assert scratch_solution("6 + 10 * 0") == "10*0=0 6+0=6>6"
+  specs = [("chain_sum", dict(min_terms=2, max_terms=2, min_digits=1, max_digits=2)),
+           ("products", dict(min_terms=2, max_terms=2, min_digits=1, max_digits=2)),
+           ("basic_arithmetic", dict(min_terms=3, max_terms=4, min_digits=1, max_digits=2,
+                                     operators=("+", "-", "*"), allow_parentheses=True))]
+  for name, kw in specs:
+    plain = make_task(name, prompt_format="expression", **kw).examples("train", 150, seed=3)
+    scr = make_task(name, prompt_format="expression", solution_format="scratch",
+                    **kw).examples("train", 150, seed=3)
+    assert [e.prompt for e in plain] == [e.prompt for e in scr]
+    assert [e.answer for e in plain] == [e.answer for e in scr]
+    for e in scr:
+      assert numeric_reward(e.solution, e.answer) == 1.0, (e.prompt, e.solution, e.answer)
+      assert e.solution.endswith(">" + e.answer)
+  with pytest.raises(Exception, match="solution_format"):
+    make_task("chain_sum", prompt_format="question", solution_format="scratch")
+  with pytest.raises(ValueError):
+    scratch_solution("2**3")

@@ -22,6 +22,7 @@ TASK_KW = {
     "gsm_symbolic": {}, "leg_counting": {}, "gsm8k_jsonl": {}, "family_relationships": {},
     "spell_backward": dict(prompt_format="compact"), "letter_counting": dict(prompt_format="compact"),
     "word_sorting": dict(prompt_format="compact", min_words=3, max_words=4),
+    "fit_formula": {},
 }
 
 

@@ -14,7 +14,7 @@ from typing import Optional
 import numpy as np
 
 from dacl.cloud.protocol import CloudLLM, CloudRequest, CloudResponse, register_cloud
-from dacl.data.answers import extract_answer
+from dacl.data.answers import _NUM_RE as _NUMBER, extract_answer
 
 
 def _fmt(x: float) -> str:
@@ -87,10 +87,14 @@ class SimulatedCloud(CloudLLM):
       if req.gold is None:
         return "I cannot tell.", lat, None
       return (req.gold if rng.random() < self.p_step else _slip(req.gold, rng)), lat, None
+    p = self.p_task.get(req.task, self.p)
+    if req.gold is not None and not _NUMBER.fullmatch(req.gold.strip()):
+      # a text answer (a formula, a word): right, or one number in it slipped
+      right = rng.random() < p
+      return f"#### {req.gold if right else _slip(req.gold, rng)}", lat, None
     gold = extract_answer(req.gold) if req.gold is not None else None
     if gold is None:
       return "I cannot tell.", lat, None
-    p = self.p_task.get(req.task, self.p)
     if rng.random() < p:
       val = gold
     else:   # a plausible wrong answer: off by a small amount or a digit slip

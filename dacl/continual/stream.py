@@ -34,6 +34,16 @@ def warmstart_pool(task, n: int, seed: int) -> list:
   return task.examples("train", n, seed=derive_seed(seed, "warmstart"))
 
 
+def warmstart_tasks(config, tasks) -> list:
+  """The stream tasks whose demonstrations the warm start sees: `warmstart.coverage` "all"
+  (every task: RL then shifts a distribution the model has seen) or "first" (the first task
+  only: later tasks arrive unseen)."""
+  cov = str(config.warmstart.get("coverage", "all"))
+  if cov not in ("all", "first"):
+    raise ValueError(f"warmstart.coverage must be 'all' or 'first', got {cov!r}")
+  return list(tasks) if cov == "all" else list(tasks[:1])
+
+
 def rl_pool(task, k: int, n: int, seed: int) -> list:
   return task.examples("train", n, seed=derive_seed(seed, "rl", k))
 

@@ -133,6 +133,11 @@ class Task:
   def score(self, completion: str, ex: Example) -> float:
     return numeric_reward(completion, ex.answer)
 
+  def score_many(self, completions, examples) -> list:
+    """Scores of a batch (tasks whose scoring has a fixed cost per call, like running code in a
+    sandboxed process, do it once for the batch)."""
+    return [self.score(c, e) for c, e in zip(completions, examples)]
+
 
 # prompt_format "compact": short prompts a byte-level model can learn, for families whose
 # metadata holds the problem (the split still follows the canonical question text).
@@ -160,13 +165,14 @@ class ReasoningGymTask(Task):
   """A reasoning-gym dataset. prompt_format: "question" (the generator's text), "expression"
   (`<expression>=`, compact, for byte-level models; arithmetic families only), "compact" (short
   prompts for some text families, see _COMPACT) or "chat" (question plus an instruction to end
-  with `#### <answer>`). Other keyword arguments are the generator's own (checked against its
-  config class). Text families are scored by exact match, the others numerically."""
+  with `#### <answer>`). solution_format "scratch" (expression prompts): demonstrations are
+  scratchpads (`dacl.data.scratch`) ending in the answer. Other keyword arguments are the
+  generator's own (checked against its config class). Text families are scored by exact match, the others numerically."""
 
   CHUNK = 256   # items per generator instance (gsm_symbolic precomputes per-item templates)
 
   def __init__(self, rg_name: str, prompt_format: str = "question", name: Optional[str] = None,
-               **rg_kwargs):
+               solution_format: str = "answer", **rg_kwargs):
     import reasoning_gym
     from reasoning_gym.factory import DATASETS
     if prompt_format not in ("question", "expression", "chat", "compact"):
@@ -175,6 +181,12 @@ class ReasoningGymTask(Task):
     if prompt_format == "compact" and rg_name not in _COMPACT:
       raise TaskArgumentError(f"task {rg_name!r} has no compact prompt format (those that do: "
                               f"{', '.join(sorted(_COMPACT))})")
+    if solution_format not in ("answer", "scratch"):
+      raise TaskArgumentError(f"task {rg_name!r}: solution_format must be answer|scratch, got "
+                              f"{solution_format!r}")
+    if solution_format == "scratch" and prompt_format != "expression":
+      raise TaskArgumentError(f"task {rg_name!r}: solution_format='scratch' needs "
+                              f"prompt_format='expression'")
     fields = {f.name for f in dataclasses.fields(DATASETS[rg_name][1])} - {"seed", "size"}
     for key in rg_kwargs:
       if key not in fields:
@@ -186,6 +198,7 @@ class ReasoningGymTask(Task):
       raise TaskArgumentError(f"task {rg_name!r}: invalid generator arguments {rg_kwargs}: "
                               f"{e or type(e).__name__}") from None
     self.rg_name, self.prompt_format, self.rg_kwargs = rg_name, prompt_format, dict(rg_kwargs)
+    self.solution_format = solution_format   # demonstrations only: problems and splits unchanged
     self.name = name or rg_name
     self.task_id = f"rg|{rg_name}|{json.dumps(self.rg_kwargs, sort_keys=True, default=list)}"
 
@@ -198,6 +211,9 @@ class ReasoningGymTask(Task):
                                 f"prompt_format='question'")
       prompt = md["expression"].replace(" ", "") + "="
       solution = e["answer"]
+      if self.solution_format == "scratch":
+        from dacl.data.scratch import scratch_solution
+        solution = scratch_solution(md["expression"])
     elif self.prompt_format == "compact":
       prompt, solution = _COMPACT[self.rg_name](md), str(e["answer"])
     else:
@@ -401,3 +417,6 @@ class TFDSTask(Task):
 
 register_task("hf_dataset")(HFDatasetTask)
 register_task("tfds")(TFDSTask)
+
+
+from dacl.data import code_tasks as _code_tasks  # noqa: E402,F401  (registers fit_formula)

@@ -92,16 +92,26 @@ def start_rollout(sampler: Sampler, examples: Sequence, *, group: int, max_new_t
   return PendingRollout(list(examples), keys, prompt_ids, out, offload, grad_rows, policy_routes)
 
 
+def score_rows(task_of, texts, examples) -> np.ndarray:
+  """Scores of (text, example) rows, each task scoring its rows as one batch (`score_many`)."""
+  out = np.zeros(len(texts))
+  groups: dict = {}
+  for i, ex in enumerate(examples):
+    groups.setdefault(id(task_of(ex)), (task_of(ex), []))[1].append(i)
+  for task, idx in groups.values():
+    out[idx] = task.score_many([texts[i] for i in idx], [examples[i] for i in idx])
+  return out
+
+
 def finish_rollout(p: PendingRollout, task_of, group: int, bridge) -> Rollout:
   """Wait for the batch's cloud answers and compute rewards. task_of(example) -> Task."""
   G, out, offload = group, p.out, p.offload
   N = len(p.examples) * G
   local_correct = np.zeros(N)
   reward = np.zeros(N)
-  for n in range(N):
-    ex = p.examples[n // G]
-    if not (p.policy_routes and offload[n]):
-      local_correct[n] = task_of(ex).score(out.texts[n], ex)
+  rows = [n for n in range(N) if not (p.policy_routes and offload[n])]
+  local_correct[rows] = score_rows(task_of, [out.texts[n] for n in rows],
+                                   [p.examples[n // G] for n in rows])
   cost = offload.astype(np.float64)   # budget use counts every attempt, faulted or not
   cloud_ok = np.zeros(N, bool)
   faults = 0

@@ -26,17 +26,25 @@ def compute_advantages(reward, cost, lam, gamma, *, scale: str = "none", shaped:
 
 
 def make_rl_step(graphdef, tx, *, eps_low=0.2, eps_high=None, beta=0.0,
-                 aggregation="token-mean"):
-  """(state, batch, ref_params) -> (state, metrics); batch fields [A, b, ...], adv [A, b]."""
+                 aggregation="token-mean", ban_id: int = -1):
+  """(state, batch, ref_params) -> (state, metrics); batch fields [A, b, ...], adv [A, b].
+
+  ban_id >= 0: the rollouts were sampled with that token banned (the offload marker, for routes
+  where the policy may not offload), so the policy being optimised is the banned one: its
+  log-probs renormalise over the other tokens, as the sampler's old_logp do. Without this the
+  on-policy ratio was 1 − p(marker) instead of 1 and clipped some updates at step one."""
+
+  def policy_logits(p, mb):
+    logits, _ = nnx.merge(graphdef, p)(mb["tokens"], mb["positions"], mb["mask"])
+    if ban_id >= 0:
+      logits = jnp.where(jnp.arange(logits.shape[-1]) == ban_id, -1e30, logits)
+    return logits
 
   def loss_fn(params, mb, ref_params):
-    model = nnx.merge(graphdef, params)
-    logits, _ = model(mb["tokens"], mb["positions"], mb["mask"])
-    logp = token_logprobs(logits, mb["targets"])
+    logp = token_logprobs(policy_logits(params, mb), mb["targets"])
     ref_logp = None
     if beta:
-      ref_logits, _ = nnx.merge(graphdef, ref_params)(mb["tokens"], mb["positions"], mb["mask"])
-      ref_logp = jax.lax.stop_gradient(token_logprobs(ref_logits, mb["targets"]))
+      ref_logp = jax.lax.stop_gradient(token_logprobs(policy_logits(ref_params, mb), mb["targets"]))
     s, d, aux = kernels.grpo_loss(logp, mb["old_logp"], ref_logp, mb["adv"], mb["loss_mask"],
                                   eps_low=eps_low, eps_high=eps_high, beta=beta,
                                   aggregation=aggregation)

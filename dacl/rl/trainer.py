@@ -16,6 +16,7 @@ import os
 import time
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
@@ -77,10 +78,32 @@ def warm_start(config, workdir, model, tok, pools, seed):
 
 # ----------------------------------------------------------------------------- evaluation
 
-def evaluate_collab(sampler, task, examples, spec, bridge, tau, router, config, tok, seed):
+def offload_scores(sampler, examples, spec, router, config, tok, seed, tau):
+  """The score an algorithm's offload decisions rank problems by, [n], and its source: the
+  router's failure probability (`router`), the uniform draw that `random_offload` thresholds at
+  τ (`random`), otherwise the policy's probability of starting its answer with the offload
+  marker (`policy_marker`; for grpo_local and cloud_only, whose routes ignore it, it says which
+  problems their policy would send)."""
+  fmt = lambda p: format_prompt(tok, p, config.task_chat)
+  n = len(examples)
+  if spec.route == "router":
+    return router.predict_proba(sampler, [e.prompt for e in examples], fmt), "router"
+  if spec.route == "random":
+    return 1.0 - np.random.default_rng([seed, 99]).random(n), "random"
+  lp = sampler.score_next([fmt(e.prompt) for e in examples], marker_ids(config, tok)[:1])
+  return np.exp(lp[:, 0]), "policy_marker"
+
+
+def evaluate_collab(sampler, task, examples, spec, bridge, tau, router, config, tok, seed,
+                    offload_report: bool = False):
   """Greedy evaluation on held-out examples: R (with collaboration), R_cap (hard budget cap τ),
   L (local only), U (usage: every attempted offload, answered or faulted), U_ok (offloads the
-  cloud answered), U_cap."""
+  cloud answered), U_cap.
+
+  offload_report: also how good the offload decisions are, against the cloud's answers to every
+  problem (fetched for this report and not counted in the bridge's usage; they stay cached):
+  `offload_auroc` of the algorithm's offload score (`offload_scores`) for "the local answer is
+  wrong", and `acc_at_budget` {policy, random, oracle} with exactly ⌊τ·n⌋ offloads."""
   fmt = lambda p: format_prompt(tok, p, config.task_chat)
   prompts = [fmt(e.prompt) for e in examples]
   mk = marker_ids(config, tok)
@@ -88,13 +111,13 @@ def evaluate_collab(sampler, task, examples, spec, bridge, tau, router, config, 
       max_new_tokens=config.rl.max_new_tokens, temperature=0.0, marker_ids=mk,
       ban_marker=not allow))
   local = gen(False, seed)
-  local_scores = np.array([task.score(t, e) for t, e in zip(local.texts, examples)])
+  local_scores = np.array(task.score_many(local.texts, examples))
   n = len(examples)
   if spec.route == "policy":
     collab = gen(True, seed)
     offload = (collab.stop_reason == STOP_MARKER) | np.array(
         [marker_text(config, tok) in t for t in collab.texts])
-    own = np.array([0.0 if o else task.score(t, e) for t, e, o in zip(collab.texts, examples, offload)])
+    own = np.where(offload, 0.0, task.score_many(collab.texts, examples))
   else:
     own = local_scores
     if spec.route == "random":
@@ -110,7 +133,6 @@ def evaluate_collab(sampler, task, examples, spec, bridge, tau, router, config, 
   bridge.register([CloudRequest(k, e.prompt, config.cloud.max_tokens, task=e.task, gold=e.answer)
                    for k, e in zip(keys, examples)])
   answers = bridge.collect([keys[i] for i in range(n) if offload[i]])
-  bridge.forget(keys)
   cloud_scores = np.array([task.score(answers[keys[i]].text, examples[i])
                            if offload[i] and answers[keys[i]].ok else np.nan for i in range(n)])
   ok = offload & ~np.isnan(cloud_scores)   # offloaded and answered (not faulted)
@@ -119,8 +141,20 @@ def evaluate_collab(sampler, task, examples, spec, bridge, tau, router, config, 
   within = np.cumsum(offload) <= cap
   R_cap = np.where(ok & within, np.nan_to_num(cloud_scores), np.where(offload, local_scores, own))
   U_cap = (offload & within).mean()
-  return {"R": float(R.mean()), "R_cap": float(R_cap.mean()), "L": float(local_scores.mean()),
-          "U": float(offload.mean()), "U_ok": float(ok.mean()), "U_cap": float(U_cap)}
+  out = {"R": float(R.mean()), "R_cap": float(R_cap.mean()), "L": float(local_scores.mean()),
+         "U": float(offload.mean()), "U_ok": float(ok.mean()), "U_cap": float(U_cap)}
+  if offload_report:
+    before = dict(bridge.stats)
+    every = bridge.collect(keys)
+    out["offload_report_cloud_calls"] = bridge.stats["calls"] - before["calls"]
+    bridge.stats.update(before)   # diagnostic answers: not the run's usage
+    cloud_all = np.array([task.score(every[k].text, e) if every[k].ok else local_scores[i]
+                          for i, (k, e) in enumerate(zip(keys, examples))])
+    score, source = offload_scores(sampler, examples, spec, router, config, tok, seed, tau)
+    out.update(offload_score=source, offload_auroc=cm.auroc(score, local_scores < 1),
+               acc_at_budget=cm.acc_at_budget(local_scores, cloud_all, score, tau))
+  bridge.forget(keys)
+  return out
 
 
 # ----------------------------------------------------------------------------- one run
@@ -142,13 +176,17 @@ def run_one(config, run_dir, algo_name, seed, shared_dir) -> dict:
   K = len(tasks)
   graphdef, params0 = warm_start(
       config, os.path.join(shared_dir, f"warmstart_s{seed}"), model, tok,
-      [sd.warmstart_pool(t, config.warmstart.examples_per_task, seed) for t in tasks], seed)
+      [sd.warmstart_pool(t, config.warmstart.examples_per_task, seed)
+       for t in sd.warmstart_tasks(config, tasks)], seed)
   model = nnx.merge(graphdef, params0)
   oc = config.optim
   tx = make_optimizer(rc.lr, sum(steps), rc.warmup_steps, oc.weight_decay, oc.b1, oc.b2,
                       oc.clip_norm, 1.0)
   graphdef, state = init_train_state(model, tx, seed)
-  ref_params = params0 if rc.beta else None
+  if str(rc.get("kl_anchor", "warmstart")) not in ("warmstart", "previous_task"):
+    raise ValueError(f"rl.kl_anchor must be 'warmstart' or 'previous_task', got {rc.kl_anchor!r}")
+  # rl.kl_anchor = "warmstart": a copy, since the train state shares (and donates) params0's buffers
+  ref_params = jax.tree.map(jnp.copy, params0) if rc.beta else None
   ckpt = Checkpointer(os.path.join(run_dir, "checkpoints"), config.train.save_every, config.train.keep)
   writer = MetricsWriter(run_dir)
   rec = {"lam": float(rc.lam_init if spec.dual else 0.0), "task_index": 0, "step_in_task": 0,
@@ -172,9 +210,10 @@ def run_one(config, run_dir, algo_name, seed, shared_dir) -> dict:
     ckpt.save(step, state, {**rec, "bridge": bridge.export_state()})
   fmt = lambda p: format_prompt(tok, p, config.task_chat)
   router = Router(tau) if spec.route == "router" else None
-  rl_step = make_rl_step(graphdef, tx, eps_low=rc.eps_low, eps_high=rc.eps_high or None,
-                         beta=rc.beta, aggregation=rc.aggregation)
   mk = marker_ids(config, tok)
+  rl_step = make_rl_step(graphdef, tx, eps_low=rc.eps_low, eps_high=rc.eps_high or None,
+                         beta=rc.beta, aggregation=rc.aggregation,
+                         ban_id=mk[0] if (spec.route != "policy" and len(mk) == 1) else -1)
   B, G = rc.batch_prompts, rc.group
 
   def refresh_sampler():
@@ -189,6 +228,18 @@ def run_one(config, run_dir, algo_name, seed, shared_dir) -> dict:
     half = len(calib) // 2
     router.fit(feats[:half], failed[:half], feats[half:])
 
+  if "L_init" not in rec:
+    # The warm start before any RL (shared by a seed's algorithms): its local skill, and how
+    # well its marker probability ranks the problems it gets wrong.
+    before = dict(bridge.stats)
+    probe = dataclasses.replace(spec, route="never")
+    init = [evaluate_collab(sampler, tasks[j], eval_sets[j], probe, bridge, tau, None, config,
+                            tok, seed, offload_report=True) for j in range(K)]
+    bridge.stats.update(before)   # a measurement, not the run's usage
+    rec["L_init"] = [r["L"] for r in init]
+    rec["offload_auroc_init"] = [r.get("offload_auroc") for r in init]
+    rec["acc_at_budget_init"] = [r.get("acc_at_budget") for r in init]
+
   total = sum(steps) if spec.train else 0
   bar = progress(total, initial=min(rec["global_step"], total), desc=f"{algo_name} s{seed}")
   t_last = time.perf_counter()
@@ -197,7 +248,24 @@ def run_one(config, run_dir, algo_name, seed, shared_dir) -> dict:
     if router is not None:
       fit_router(k)
     pool = sd.rl_pool(tasks[k], k, config.stream.train_size, seed)
-    stream = BatchStream(pool, B, seed + 31 * k)
+    # Forgetting countermeasures (all off by default; BUILD_NOTES.md measures each):
+    n_rep = int(round(float(config.stream.replay_fraction) * B)) if k > 0 else 0
+    stream = BatchStream(pool, B - n_rep, seed + 31 * k)
+    replay = None
+    if n_rep:   # a small buffer of earlier tasks' prompts, a fixed share of every batch
+      buf = [e for j in range(k) for e in
+             sd.rl_pool(tasks[j], j, config.stream.train_size, seed)[:int(config.stream.replay_size)]]
+      replay = BatchStream(buf, n_rep, seed + 31 * k + 7)
+    batch_of = lambda i: stream.batch(i) + (replay.batch(i) if replay is not None else [])
+    if k > 0 and rec["step_in_task"] == 0 and bool(config.budget.lam_reset) and spec.dual:
+      rec["lam"] = rec["lam_integral"] = float(rc.lam_init)   # λ reset at the switch
+    if rc.beta and k > 0 and str(rc.kl_anchor) == "previous_task":
+      # KL to the policy that finished the previous task (saved at the switch, for resumes)
+      anchor_ck = Checkpointer(os.path.join(run_dir, "kl_anchor"), 1, 1)
+      if rec["step_in_task"] == 0 and anchor_ck.latest_step() != k:
+        anchor_ck.save(k, state.params, {"task_index": k})
+      ref_params, _, _ = anchor_ck.restore(state.params, k)
+      anchor_ck.close()
     n_steps = steps[k] if spec.train else 0
     # Post-switch accuracy: greedy, held-out, after the first M steps of the new task.
     M = min(int(config.stream.post_switch_steps), n_steps)
@@ -212,7 +280,7 @@ def run_one(config, run_dir, algo_name, seed, shared_dir) -> dict:
 
     def start(s, gs):
       return start_rollout(
-          sampler, stream.batch(s - 1), group=G, max_new_tokens=rc.max_new_tokens,
+          sampler, batch_of(s - 1), group=G, max_new_tokens=rc.max_new_tokens,
           temperature=rc.temperature, marker_ids=mk, route=spec.route, tau=tau, bridge=bridge,
           key=jax.random.fold_in(jax.random.key(seed), gs), rng=np.random.default_rng([seed, gs]),
           router=router, format_prompt=fmt, marker_text=marker_text(config, tok),
@@ -270,10 +338,14 @@ def run_one(config, run_dir, algo_name, seed, shared_dir) -> dict:
       if ckpt.should_save(gstep):
         save(gstep)
     # end of task k: evaluate every task
+    last = k == K - 1
     row = [evaluate_collab(sampler, tasks[j], eval_sets[j], spec, bridge, tau, router, config,
-                           tok, seed) for j in range(K)]
+                           tok, seed, offload_report=last) for j in range(K)]
     for key in ("R", "R_cap", "L", "U", "U_ok", "U_cap"):
       rec.setdefault(key, []).append([r[key] for r in row])
+    if last:
+      for key in ("offload_auroc", "acc_at_budget", "offload_score"):
+        rec[key] = [r[key] for r in row]
     rec["task_index"], rec["step_in_task"] = k + 1, 0
     writer.write(rec["global_step"], {"task": tasks[k].name, "event": "task_end",
                                       **{f"eval_R_{tasks[j].name}": row[j]["R"] for j in range(K)},
@@ -291,6 +363,10 @@ def run_one(config, run_dir, algo_name, seed, shared_dir) -> dict:
       "post_switch_local": [p["L"] for p in ps],
       "post_switch_train_reward": cm.post_switch_accuracy(rec["step_rewards"], m_first),
       "usage_last_quarter": cm.usage_last_quarter(rec["step_usage"]),
+      "L_init": rec["L_init"], "offload_auroc": rec["offload_auroc"],
+      "acc_at_budget": rec["acc_at_budget"], "offload_score": rec["offload_score"][0],
+      "offload_auroc_init": rec["offload_auroc_init"],
+      "acc_at_budget_init": rec["acc_at_budget_init"],
       "cloud_calls": int(bridge.stats["calls"]), "cloud_faults": int(bridge.stats["faults"]),
       "cloud_cost": float(bridge.stats["cost"]), "final_lambda": rec["lam"], "seed": seed,
       "rollout_faults": rec["faults"],
@@ -307,7 +383,8 @@ def run_one(config, run_dir, algo_name, seed, shared_dir) -> dict:
 
 _MEAN_KEYS = ("ACC", "ACC_cap", "BWT", "cloud_calls", "cloud_cost")
 _LIST_KEYS = ("forgetting", "post_switch_accuracy", "post_switch_local", "post_switch_train_reward",
-              "usage_last_quarter")
+              "usage_last_quarter", "L_init", "offload_auroc", "offload_auroc_init")
+_BUDGET_KEYS = ("acc_at_budget", "acc_at_budget_init")
 
 
 def aggregate(per_seed: list) -> dict:
@@ -322,6 +399,12 @@ def aggregate(per_seed: list) -> dict:
   for key in _LIST_KEYS:
     cols = list(zip(*[r[key] for r in per_seed]))
     out[key] = [None if any(v is None for v in c) else float(np.mean(c)) for c in cols]
+  for key in _BUDGET_KEYS:   # per task {policy, random, oracle}: means over seeds
+    cols = list(zip(*[r[key] for r in per_seed]))
+    out[key] = [None if any(v is None for v in c) else
+                {f: float(np.mean([v[f] for v in c])) for f in ("policy", "random", "oracle")}
+                for c in cols]
+  out["offload_score"] = per_seed[0]["offload_score"]
   out["cloud_calls_sum"] = int(sum(r["cloud_calls"] for r in per_seed))
   usage = [r.get("cloud_usage") or {} for r in per_seed]
   out["cloud_usage_sum"] = {k: sum(u.get(k, 0) for u in usage) for k in usage[0]}
@@ -334,6 +417,7 @@ def run_dagrpo(config, workdir: str) -> dict:
   parallel.make_mesh(tuple(config.mesh.shape) or None)
   tasks = [build_task(t) for t in config.stream.tasks]
   results = {"tasks": [t.name for t in tasks],
+             "warmstart_tasks": [t.name for t in sd.warmstart_tasks(config, tasks)],
              "budget": float(config.budget.tau),
              "cloud": describe_cloud(config.cloud),
              "seeds": [int(x) for x in config.seeds],
@@ -343,9 +427,11 @@ def run_dagrpo(config, workdir: str) -> dict:
   for seed in config.seeds:   # the data of a seed is shared by every algorithm
     seed = int(seed)
     held = sd.eval_sets(config, tasks, seed)
+    seen = {t.name for t in sd.warmstart_tasks(config, tasks)}
     results["data"][f"s{seed}"] = {
         t.name: sd.data_report(t, {
-            "warmstart": sd.warmstart_pool(t, config.warmstart.examples_per_task, seed),
+            "warmstart": (sd.warmstart_pool(t, config.warmstart.examples_per_task, seed)
+                          if t.name in seen else []),
             "rl": sd.rl_pool(t, k, config.stream.train_size, seed)}, held[k],
             space_draws=int(config.stream.space_draws))
         for k, t in enumerate(tasks)}

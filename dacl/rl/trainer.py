@@ -144,10 +144,15 @@ def evaluate_collab(sampler, task, examples, spec, bridge, tau, router, config, 
   out = {"R": float(R.mean()), "R_cap": float(R_cap.mean()), "L": float(local_scores.mean()),
          "U": float(offload.mean()), "U_ok": float(ok.mean()), "U_cap": float(U_cap)}
   if offload_report:
-    before = dict(bridge.stats)
+    before, cached = dict(bridge.stats), {k for k in keys if k in bridge.cache}
     every = bridge.collect(keys)
     out["offload_report_cloud_calls"] = bridge.stats["calls"] - before["calls"]
-    bridge.stats.update(before)   # diagnostic answers: not the run's usage
+    # diagnostic answers are not the run's usage, and must not turn its later calls into
+    # memory-cache hits (the disk cache keeps them, which counts as a call, as before)
+    bridge.stats.update(before)
+    for k in keys:
+      if k not in cached:
+        bridge.cache.pop(k, None)
     cloud_all = np.array([task.score(every[k].text, e) if every[k].ok else local_scores[i]
                           for i, (k, e) in enumerate(zip(keys, examples))])
     score, source = offload_scores(sampler, examples, spec, router, config, tok, seed, tau)

@@ -157,7 +157,8 @@ def evaluate_collab(sampler, task, examples, spec, bridge, tau, router, config, 
                           for i, (k, e) in enumerate(zip(keys, examples))])
     score, source = offload_scores(sampler, examples, spec, router, config, tok, seed, tau)
     out.update(offload_score=source, offload_auroc=cm.auroc(score, local_scores < 1),
-               acc_at_budget=cm.acc_at_budget(local_scores, cloud_all, score, tau))
+               acc_at_budget=cm.acc_at_budget(local_scores, cloud_all, score, tau),
+               cloud_all=[float(x) for x in cloud_all])
   bridge.forget(keys)
   return out
 
@@ -234,16 +235,20 @@ def run_one(config, run_dir, algo_name, seed, shared_dir) -> dict:
     router.fit(feats[:half], failed[:half], feats[half:])
 
   if "L_init" not in rec:
-    # The warm start before any RL (shared by a seed's algorithms): its local skill, and how
-    # well its marker probability ranks the problems it gets wrong.
-    before = dict(bridge.stats)
+    # The warm start before any RL (shared by a seed's algorithms): its local answers and its
+    # marker probability per held-out problem. No cloud request here: the run's first requests
+    # stay its own; the cloud side of acc_at_budget_init is filled in by the final report.
     probe = dataclasses.replace(spec, route="never")
-    init = [evaluate_collab(sampler, tasks[j], eval_sets[j], probe, bridge, tau, None, config,
-                            tok, seed, offload_report=True) for j in range(K)]
-    bridge.stats.update(before)   # a measurement, not the run's usage
-    rec["L_init"] = [r["L"] for r in init]
-    rec["offload_auroc_init"] = [r.get("offload_auroc") for r in init]
-    rec["acc_at_budget_init"] = [r.get("acc_at_budget") for r in init]
+    rec["init_local"], rec["init_score"] = [], []
+    for j in range(K):
+      loc = sampler([fmt(e.prompt) for e in eval_sets[j]], jax.random.key(seed), SamplingParams(
+          max_new_tokens=rc.max_new_tokens, temperature=0.0, marker_ids=mk, ban_marker=True))
+      rec["init_local"].append([float(x) for x in tasks[j].score_many(loc.texts, eval_sets[j])])
+      score, _ = offload_scores(sampler, eval_sets[j], probe, None, config, tok, seed, tau)
+      rec["init_score"].append([float(x) for x in score])
+    rec["L_init"] = [float(np.mean(x)) for x in rec["init_local"]]
+    rec["offload_auroc_init"] = [cm.auroc(sc, np.asarray(lo) < 1)
+                                 for lo, sc in zip(rec["init_local"], rec["init_score"])]
 
   total = sum(steps) if spec.train else 0
   bar = progress(total, initial=min(rec["global_step"], total), desc=f"{algo_name} s{seed}")
@@ -351,6 +356,9 @@ def run_one(config, run_dir, algo_name, seed, shared_dir) -> dict:
     if last:
       for key in ("offload_auroc", "acc_at_budget", "offload_score"):
         rec[key] = [r[key] for r in row]
+      rec["acc_at_budget_init"] = [
+          cm.acc_at_budget(rec["init_local"][j], r["cloud_all"], rec["init_score"][j], tau)
+          for j, r in enumerate(row)]
     rec["task_index"], rec["step_in_task"] = k + 1, 0
     writer.write(rec["global_step"], {"task": tasks[k].name, "event": "task_end",
                                       **{f"eval_R_{tasks[j].name}": row[j]["R"] for j in range(K)},

@@ -119,18 +119,14 @@ def finish_rollout(p: PendingRollout, task_of, group: int, bridge) -> Rollout:
   answers = bridge.collect(need) if (need and bridge is not None) else {}
   if bridge is not None:
     bridge.forget(p.keys)
+  reward[:] = local_correct   # also a faulted offload's fallback (none for a marker row)
   for n in range(N):
-    ex = p.examples[n // G]
-    if offload[n]:
-      r = answers.get(p.keys[n // G])
-      if r is not None and r.ok:
-        reward[n] = task_of(ex).score(r.text, ex)
-        cloud_ok[n] = True
-      else:   # a cloud fault: the row falls back to its local answer (none for a marker row)
-        faults += 1
-        reward[n] = local_correct[n]
-    else:
-      reward[n] = local_correct[n]
+    r = answers.get(p.keys[n // G]) if offload[n] else None
+    cloud_ok[n] = r is not None and r.ok
+    faults += int(offload[n] and not cloud_ok[n])
+  rows = np.flatnonzero(cloud_ok)   # scored as one batch per task (one sandbox child for code)
+  reward[rows] = score_rows(task_of, [answers[p.keys[n // G]].text for n in rows],
+                            [p.examples[n // G] for n in rows])
   mask = out.mask & p.grad_rows[:, None]
   return Rollout(p.prompts, out.tokens, out.logprobs, mask, reward, cost, offload.astype(bool),
                  cloud_ok, local_correct, faults, out.texts)

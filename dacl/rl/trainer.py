@@ -133,8 +133,10 @@ def evaluate_collab(sampler, task, examples, spec, bridge, tau, router, config, 
   bridge.register([CloudRequest(k, e.prompt, config.cloud.max_tokens, task=e.task, gold=e.answer)
                    for k, e in zip(keys, examples)])
   answers = bridge.collect([keys[i] for i in range(n) if offload[i]])
-  cloud_scores = np.array([task.score(answers[keys[i]].text, examples[i])
-                           if offload[i] and answers[keys[i]].ok else np.nan for i in range(n)])
+  answered = [i for i in range(n) if offload[i] and answers[keys[i]].ok]
+  cloud_scores = np.full(n, np.nan)
+  cloud_scores[answered] = task.score_many([answers[keys[i]].text for i in answered],
+                                           [examples[i] for i in answered])
   ok = offload & ~np.isnan(cloud_scores)   # offloaded and answered (not faulted)
   R = np.where(ok, np.nan_to_num(cloud_scores), np.where(offload, local_scores, own))
   cap = int(np.floor(tau * n))
@@ -153,8 +155,9 @@ def evaluate_collab(sampler, task, examples, spec, bridge, tau, router, config, 
     for k in keys:
       if k not in cached:
         bridge.cache.pop(k, None)
-    cloud_all = np.array([task.score(every[k].text, e) if every[k].ok else local_scores[i]
-                          for i, (k, e) in enumerate(zip(keys, examples))])
+    cloud_all = local_scores.astype(float).copy()   # a faulted answer scores as the local one
+    got = [i for i, k in enumerate(keys) if every[k].ok]
+    cloud_all[got] = task.score_many([every[keys[i]].text for i in got], [examples[i] for i in got])
     score, source = offload_scores(sampler, examples, spec, router, config, tok, seed, tau)
     out.update(offload_score=source, offload_auroc=cm.auroc(score, local_scores < 1),
                acc_at_budget=cm.acc_at_budget(local_scores, cloud_all, score, tau),

@@ -192,6 +192,11 @@ def test_server_rejects_bad_requests_with_openai_errors(server):
       ("post", "/completions", {"json": {"prompt": "a"}}, 401, None),
       ("get", "/completions", {"headers": h}, 405, None),
       ("get", "/nope", {"headers": h}, 404, None),
+      ("post", "/completions", {"headers": h, "content": b"[" * 100_000 + b"]" * 100_000}, 400, None),
+      ("post", "/completions", {"headers": h, "content": b'{"prompt": "' + b"a" * (2 << 20) + b'"}'}, 413, None),
+      ("post", "/completions", {"headers": h, "content": iter([b"[" * 65536] * 40)}, 413, None),
+      ("post", "/completions", {"headers": h, "content": b"\xff\xfe"}, 400, None),
+      ("post", "/completions", {"headers": h, "content": b"[1, 2]"}, 400, None),
   ]
   for method, path, kw, status, param in cases:
     r = getattr(httpx, method)(u + path, timeout=10, **kw)

@@ -123,12 +123,29 @@ class App:
       raise BadRequest("invalid or missing API key (Authorization: Bearer ...)",
                        code="invalid_api_key", status=401, type_="authentication_error")
 
+  async def _read_limited(self, request: Request) -> bytes:
+    """The body, refused (413) as soon as it passes max_body bytes: a declared Content-Length
+    over the limit is refused before reading, and a chunked or lying body is read chunk by
+    chunk, never whole."""
+    too_big = BadRequest(f"request body over {self.max_body} bytes", status=413,
+                         code="request_too_large")
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > self.max_body:
+      raise too_big
+    chunks, n = [], 0
+    async for chunk in request.stream():
+      n += len(chunk)
+      if n > self.max_body:
+        raise too_big
+      chunks.append(chunk)
+    return b"".join(chunks)
+
   async def _body(self, request: Request) -> dict:
-    raw = await request.body()
-    if len(raw) > self.max_body:
-      raise BadRequest(f"request body over {self.max_body} bytes", status=413)
+    raw = await self._read_limited(request)
     try:
       body = json.loads(raw)
+    except RecursionError:   # e.g. [[[[...]]]] nested deeper than the parser's stack
+      raise BadRequest("request body is nested too deeply")
     except (ValueError, UnicodeDecodeError):
       raise BadRequest("request body is not valid JSON")
     if not isinstance(body, dict):

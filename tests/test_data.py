@@ -161,7 +161,7 @@ def test_scratch_solutions_end_in_the_gold_answer():
   from dacl.data.scratch import scratch_solution
   from dacl.data.tasks import make_task
   assert scratch_solution("47 + 85") == "231>132"
-  assert scratch_solution("23 - 60") == "73->-37"
+  assert scratch_solution("23 - 60") == "-73>-37"
   assert scratch_solution("6 + 10 * 0") == "10*0=0 6+0=6>6"
   specs = [("chain_sum", dict(min_terms=2, max_terms=2, min_digits=1, max_digits=2)),
            ("products", dict(min_terms=2, max_terms=2, min_digits=1, max_digits=2)),

@@ -2,8 +2,8 @@
 learn (task argument `solution_format="scratch"`; F8).
 
 One operation ("47+85", "23*60"): the result's digits least-significant first, then the result,
-"231>132". Written that way, each digit depends only on the operand digits at its position
-and the carry just written (Lee et al. 2023, "Teaching arithmetic to small transformers": the
+"231>132"; a negative result has its sign first, "-73>-37". Written that way, each digit depends
+only on the operand digits at its position and the carry just written (Lee et al. 2023, "Teaching arithmetic to small transformers": the
 reversed order is what lets small models learn addition from few examples); the answer after
 ">" is a copy in reverse.
 Several operations ("6+10*0"): one step per operation in precedence order, then the answer,
@@ -39,9 +39,14 @@ def _reduce(node, steps: list) -> Fraction:
 
 
 def reversed_digits(v: Fraction) -> str:
-  """-37 -> "73-": the magnitude's digits least-significant first, the sign last."""
+  """-37 -> "-73": the sign first, then the magnitude's digits least-significant first.
+
+  The sign goes first because it decides which operand the digits subtract from (23-60 is
+  computed as 60-23 from the right). Written last (an earlier form, "73-"), the model had to
+  emit digits before committing to the sign: the tiny model's held-out accuracy on 2-digit
+  differences was 0.19-0.76 that way and 1.00 this way (BUILD_NOTES, F8)."""
   s = format_value(v)
-  return s.lstrip("-")[::-1] + ("-" if s.startswith("-") else "")
+  return ("-" if s.startswith("-") else "") + s.lstrip("-")[::-1]
 
 
 def scratch_solution(expression: str) -> str:

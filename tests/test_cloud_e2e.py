@@ -18,7 +18,8 @@ from dacl.serve import ServerThread, build_app
 from dacl.serve.faults import FaultProxy
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-CFG = os.path.join(ROOT, "configs", "dagrpo_stream.py")
+# F2's bare-answer job (configs/dagrpo_stream.py:answer): the mechanics, at their old cost
+CFG = os.path.join(ROOT, "configs", "dagrpo_stream.py") + ":answer"
 SECRET = "sk-e2e-DO-NOT-LEAK-91c2"
 ARGS = ["--config.warmstart.steps=60", "--config.warmstart.examples_per_task=300",
         "--config.warmstart.offload_fraction=0.5", "--config.stream.steps=(4,4,4)",

@@ -11,12 +11,22 @@ import numpy as np
 import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-CFG = os.path.join(ROOT, "configs", "dagrpo_stream.py")
+# F2's bare-answer job (configs/dagrpo_stream.py:answer): the mechanics, at their old cost
+CFG = os.path.join(ROOT, "configs", "dagrpo_stream.py") + ":answer"
 SMALL = ["--config.warmstart.steps=60", "--config.warmstart.examples_per_task=300",
          "--config.stream.steps=(6,6,6)", "--config.stream.train_size=200",
          "--config.eval.num_examples=16", "--config.rl.batch_prompts=4", "--config.rl.group=4",
          "--config.train.save_every=3", "--config.train.log_every=1",
          "--config.stream.post_switch_steps=2"]
+
+
+def test_main_job_formats():
+  from configs.dagrpo_stream import get_config
+  fmts = lambda c: {t.kwargs.solution_format for t in c.stream.tasks}
+  assert fmts(get_config()) == {"scratch"} and fmts(get_config("answer")) == {"answer"}
+  assert get_config("answer").rl.lr > get_config().rl.lr
+  with pytest.raises(ValueError, match="scratch"):
+    get_config("scratchpad")
 
 
 def dacl(*args, **kw):

@@ -1,9 +1,13 @@
 """SFT train-step throughput (tokens/s) and achieved GFLOP/s vs the measured f32 matmul peak.
 
 SmolLM2-135M shape, batch 8 x 256 tokens, AdamW, f32.
-  python benchmarks/train_step.py [--batch 8] [--seq 256] [--steps 5] [--torch]
+  python benchmarks/train_step.py [--batch 8] [--seq 256] [--steps 5] [--torch] [--loss_chunk N]
+
+--loss_chunk N: cross-entropy N positions at a time (never the [B, T, V] f32 logits); run it
+and the default in separate processes to compare peak RSS (the figure is per process).
 """
 import argparse
+import functools
 import time
 
 from common import emit, machine, matmul_peak_gflops, peak_rss_mb
@@ -14,7 +18,7 @@ import numpy as np
 
 from dacl.models.config import get_preset
 from dacl.models.decoder import create_model
-from dacl.train.sft import init_train_state, make_optimizer, make_train_step
+from dacl.train.sft import init_train_state, make_optimizer, make_train_step, sft_loss
 
 
 def train_flops_per_token(cfg, seq: int) -> float:
@@ -32,11 +36,12 @@ def main():
   ap.add_argument("--seq", type=int, default=256)
   ap.add_argument("--steps", type=int, default=5)
   ap.add_argument("--torch", action="store_true", help="also time a transformers train step")
+  ap.add_argument("--loss_chunk", type=int, default=0, help="chunked cross-entropy (0 = off)")
   a = ap.parse_args()
   cfg = get_preset("smollm2_135m", max_seq_len=a.seq)
   tx = make_optimizer(1e-4, 100, 0)
   graphdef, state = init_train_state(create_model(cfg, seed=0), tx, 0)
-  step = make_train_step(graphdef, tx)
+  step = make_train_step(graphdef, tx, functools.partial(sft_loss, loss_chunk=a.loss_chunk))
   rng = np.random.default_rng(0)
   toks = rng.integers(0, cfg.vocab_size, size=(1, a.batch, a.seq + 1)).astype(np.int32)
   batch = {"tokens": jnp.asarray(toks[..., :-1]), "targets": jnp.asarray(toks[..., 1:]),
@@ -55,7 +60,8 @@ def main():
   tokens = a.batch * a.seq
   gflops = train_flops_per_token(cfg, a.seq) * tokens / dt / 1e9
   peak = matmul_peak_gflops()
-  emit(bench="train_step", impl="dacl", batch=a.batch, seq=a.seq, tokens_per_s=round(tokens / dt, 1),
+  emit(bench="train_step", impl="dacl", batch=a.batch, seq=a.seq, loss_chunk=a.loss_chunk,
+       tokens_per_s=round(tokens / dt, 1),
        step_s=round(dt, 3), gflops=round(gflops, 1), peak_gflops=round(peak, 1),
        fraction_of_peak=round(gflops / peak, 3), compile_s=round(compile_s, 1),
        peak_rss_mb=round(peak_rss_mb()), machine=machine())

@@ -16,7 +16,8 @@ def get_base() -> ml_collections.ConfigDict:
       train_size=20000, kwargs=ml_collections.ConfigDict()))
   c.train = ml_collections.ConfigDict(dict(
       steps=1000, batch_size=64, grad_accum=1, seq_len=32,
-      log_every=10, eval_every=250, save_every=200, keep=3))
+      log_every=10, eval_every=250, save_every=200, keep=3,
+      loss_chunk=0))   # > 0: cross-entropy over this many positions at a time (large vocabularies)
   c.optim = ml_collections.ConfigDict(dict(
       lr=3e-3, warmup_steps=50, weight_decay=0.01, b1=0.9, b2=0.95, clip_norm=1.0,
       end_lr_ratio=0.1))

@@ -211,9 +211,14 @@ class Decoder(nnx.Module):
     if return_hidden:
       return x, new_cache
     # A plain 2-D matmul: on XLA CPU the einsum with preferred_element_type took 13x longer.
-    w = self.embed[...].astype(dt).T if cfg.tie_embeddings else self.lm_head[...].astype(dt)
+    w = self.head_weight()
     logits = (x.reshape(B * T, -1) @ w).astype(jnp.float32).reshape(B, T, -1)
     return logits, new_cache
+
+  def head_weight(self) -> jax.Array:
+    """The LM head as a [d_model, V] matrix in the compute dtype (the tied embedding, transposed)."""
+    dt = as_dtype(self.cfg.dtype)
+    return self.embed[...].astype(dt).T if self.cfg.tie_embeddings else self.lm_head[...].astype(dt)
 
 
 def _gqa_attention(q, k, v, attn_ok, cfg: ModelConfig):

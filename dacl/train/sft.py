@@ -44,13 +44,42 @@ def token_logprobs(logits, targets):
   return tgt - logz
 
 
-def sft_loss(graphdef, params, batch):
+def chunked_token_logprobs(hidden, head, targets, chunk: int):
+  """log p(target) per position without materialising the [B, T, V] logits.
+
+  hidden [B, T, D] (final-norm states), head [D, V], targets [B, T] -> [B, T] float32. The
+  sequence is cut into chunks of `chunk` positions; each chunk's logits [B, chunk, V] are made,
+  reduced to log-probs and dropped, and rematerialised in the backward pass (`jax.checkpoint`),
+  so neither pass holds more than one chunk of logits. Equal to `token_logprobs` of the full
+  logits up to float summation order."""
+  B, T, D = hidden.shape
+  n = -(-T // chunk)
+  pad = n * chunk - T
+  h = jnp.pad(hidden, ((0, 0), (0, pad), (0, 0))).reshape(B, n, chunk, D).swapaxes(0, 1)
+  t = jnp.pad(targets, ((0, 0), (0, pad))).reshape(B, n, chunk).swapaxes(0, 1)
+
+  @jax.checkpoint
+  def one(ht):
+    hc, tc = ht
+    logits = (hc.reshape(B * chunk, D) @ head).astype(jnp.float32).reshape(B, chunk, -1)
+    return token_logprobs(logits, tc)
+
+  return jax.lax.map(one, (h, t)).swapaxes(0, 1).reshape(B, n * chunk)[:, :T]
+
+
+def sft_loss(graphdef, params, batch, loss_chunk: int = 0):
   """(sum of masked token NLL, number of masked tokens). batch: tokens/targets/loss_mask/mask [B,T],
-  and for packed rows (`pack_sequences`) positions/segment_ids [B,T]."""
+  and for packed rows (`pack_sequences`) positions/segment_ids [B,T]. loss_chunk > 0: the
+  cross-entropy is computed `loss_chunk` positions at a time (`chunked_token_logprobs`), for
+  large vocabularies where the [B, T, V] float32 logits dominate a step's memory."""
   model = nnx.merge(graphdef, params)
-  logits, _ = model(batch["tokens"], batch.get("positions"), batch["mask"],
-                    segment_ids=batch.get("segment_ids"))
-  lp = token_logprobs(logits, batch["targets"])
+  args = (batch["tokens"], batch.get("positions"), batch["mask"])
+  if loss_chunk and loss_chunk < batch["tokens"].shape[1]:
+    hidden, _ = model(*args, return_hidden=True, segment_ids=batch.get("segment_ids"))
+    lp = chunked_token_logprobs(hidden, model.head_weight(), batch["targets"], loss_chunk)
+  else:
+    logits, _ = model(*args, segment_ids=batch.get("segment_ids"))
+    lp = token_logprobs(logits, batch["targets"])
   w = batch["loss_mask"].astype(jnp.float32)
   return -(lp * w).sum(), w.sum()
 

@@ -5,6 +5,7 @@ results.json, plots}. Rerunning the same command resumes from the latest checkpo
 """
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import time
@@ -20,7 +21,8 @@ from dacl.evaluation import evaluate
 from dacl.metrics import MetricsWriter, progress, write_json_atomic
 from dacl.sampling import Sampler
 from dacl.train.checkpoint import Checkpointer
-from dacl.train.sft import BatchStream, init_train_state, make_optimizer, make_sft_batch, make_train_step
+from dacl.train.sft import (BatchStream, init_train_state, make_optimizer, make_sft_batch,
+                            make_train_step, sft_loss)
 
 log = logging.getLogger("dacl")
 
@@ -51,7 +53,7 @@ def run_sft(config, workdir: str) -> dict:
     state, record, start = ckpt.restore(state)
     log.info("resumed from %s/checkpoints/%d (data position %s)", workdir, start, record["data_position"])
     writer.truncate_after(start)
-  step_fn = make_train_step(graphdef, tx)
+  step_fn = make_train_step(graphdef, tx, functools.partial(sft_loss, loss_chunk=int(tc.loss_chunk)))
   sampler = Sampler(nnx.merge(graphdef, state.params), tok,
                     max_cache_len=config.model.max_seq_len)
 

@@ -1,5 +1,6 @@
 """The comparison: every algorithm on the main job's stream with 3 seeds (about an hour on 2 CPU
-cores). results.json holds each algorithm under "algorithms" (mean over seeds, per_seed inside).
+cores with bare answers; with the scratchpad default not yet re-measured, expect 2-3 hours).
+results.json holds each algorithm under "algorithms" (mean over seeds, per_seed inside).
 
   dacl train --config=configs/compare_stream.py --workdir=DIR
 """

@@ -3,9 +3,9 @@ learn (task argument `solution_format="scratch"`; F8).
 
 One operation ("47+85", "23*60"): the result's digits least-significant first, then the result,
 "231>132"; a negative result has its sign first, "-73>-37". Written that way, each digit depends
-only on the operand digits at its position and the carry just written (Lee et al. 2023, "Teaching arithmetic to small transformers": the
-reversed order is what lets small models learn addition from few examples); the answer after
-">" is a copy in reverse.
+only on the operand digits at its position and the carry just written (Lee et al. 2023,
+"Teaching arithmetic to small transformers": the reversed order is what lets small models learn
+addition from few examples); the answer after ">" is a copy in reverse.
 Several operations ("6+10*0"): one step per operation in precedence order, then the answer,
 "10*0=0 6+0=6>6".
 

@@ -1,15 +1,28 @@
-"""Load test of `dacl serve` on loopback: N concurrent clients for a bounded time.
+"""Load test of `dacl serve` on loopback: the continuous engine against static batching, same run.
 
-Starts `dacl serve` in a subprocess (batched, and with --unbatched also with max_batch=1), drives
-it from this process with asyncio + httpx, and prints one JSON line per (clients, max_batch):
-{"bench": "serve_load", "clients": n, "max_batch": b, "rps": x, "p50_ms": y, "p99_ms": z,
- "errors": k, "mean_batch": m}. A warm-up at the same concurrency (not timed) compiles the buckets.
+For each engine (`--engines`, default static then continuous) it starts `dacl serve` in a
+subprocess (warm-up at start is the server's own), drives it with N concurrent streaming clients
+(asyncio + httpx) for a bounded time, each request with a max_tokens drawn from `--max-tokens`
+(mixed lengths: the case static batching handles worst), and prints one JSON line per
+(engine, clients):
+  {"bench": "serve_load", "engine", "clients", "rps", "tok_s", "p50_ms", "p99_ms",
+   "ttft_p50_ms", "ttft_p99_ms", "tpot_p50_ms", "tpot_p99_ms", "errors", "start_s"}
+then one line per client count with the continuous / static ratios. Latency is request start to
+the last byte; TTFT is to the first content delta (the static engine sends a choice's text in
+one piece when it is done, so its TTFT is its latency); TPOT is the time per output token after
+the first (latency minus TTFT over tokens minus one). An untimed load at the same concurrency
+runs first. start_s: seconds from launching the server to /health answering (model load +
+warm-up).
 
-  python benchmarks/serve_load.py --config configs/serve_smollm2.py --clients 1,8,16 --unbatched
+  python benchmarks/serve_load.py                       # SmolLM2, 1/8/16/32 clients
+  python benchmarks/serve_load.py --config configs/serve_tiny.py --clients 1,8 --seconds 5
+  python benchmarks/serve_load.py --startup             # start-up: cold vs warm compile cache
 """
 import argparse
 import asyncio
+import json
 import os
+import random
 import socket
 import subprocess
 import sys
@@ -32,80 +45,135 @@ def free_port():
   return p
 
 
-def start_server(config, max_batch, wait_ms):
+def start_server(config, engine, slots, env=None):
   port = free_port()
+  t = time.perf_counter()
   p = subprocess.Popen([sys.executable, "-m", "dacl.cli", "serve", f"--config={config}",
-                        "--port", str(port), f"--config.serve.max_batch={max_batch}",
-                        f"--config.serve.batch_wait_ms={wait_ms}"], cwd=ROOT,
-                       env={**os.environ, "JAX_PLATFORMS": os.environ.get("JAX_PLATFORMS", "cpu")},
+                        "--port", str(port), f"--config.serve.engine={engine}",
+                        f"--config.serve.max_batch={slots}"], cwd=ROOT,
+                       env={**os.environ, "JAX_PLATFORMS": os.environ.get("JAX_PLATFORMS", "cpu"),
+                            **(env or {})},
                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
   url = f"http://127.0.0.1:{port}"
-  for _ in range(1200):
+  for _ in range(6000):
+    if p.poll() is not None:
+      raise RuntimeError(f"dacl serve exited with {p.returncode} (config {config})")
     try:
       if httpx.get(url + "/health", timeout=1).status_code == 200:
-        return p, url
+        return p, url, time.perf_counter() - t
     except httpx.TransportError:
       time.sleep(0.1)
   p.kill()
   raise RuntimeError("server did not start")
 
 
-async def load(url, clients, seconds, max_tokens):
-  lat, errors = [], 0
+async def one(c, url, prompt, max_tokens):
+  """One streaming chat request -> (latency s, ttft s, completion tokens) or None."""
+  t = time.perf_counter()
+  ttft, tokens = None, 0
+  body = {"messages": [{"role": "user", "content": prompt}], "max_tokens": max_tokens,
+          "temperature": 0, "stream": True, "stream_options": {"include_usage": True}}
+  async with c.stream("POST", url + "/v1/chat/completions", json=body) as r:
+    if r.status_code != 200:
+      return None
+    async for line in r.aiter_lines():
+      if not line.startswith("data: ") or line == "data: [DONE]":
+        continue
+      ev = json.loads(line[6:])
+      if ev.get("usage"):
+        tokens = ev["usage"]["completion_tokens"]
+      if ttft is None and any(ch.get("delta", {}).get("content") for ch in ev.get("choices", [])):
+        ttft = time.perf_counter() - t
+  lat = time.perf_counter() - t
+  return lat, lat if ttft is None else ttft, tokens
+
+
+async def load(url, clients, seconds, lengths, seed=0):
+  rng = random.Random(seed)
+  out, errors = [], 0
   stop = time.perf_counter() + seconds
-  async with httpx.AsyncClient(timeout=120, limits=httpx.Limits(max_connections=clients)) as c:
+  async with httpx.AsyncClient(timeout=300, limits=httpx.Limits(max_connections=clients)) as c:
     async def client(i):
       nonlocal errors
       k = i
       while time.perf_counter() < stop:
-        t = time.perf_counter()
         try:
-          r = await c.post(url + "/v1/chat/completions", json={
-              "messages": [{"role": "user", "content": PROMPTS[k % len(PROMPTS)]}],
-              "max_tokens": max_tokens, "temperature": 0})
-          ok = r.status_code == 200
+          r = await one(c, url, PROMPTS[k % len(PROMPTS)], rng.choice(lengths))
         except httpx.HTTPError:
-          ok = False
-        if ok:
-          lat.append(time.perf_counter() - t)
-        else:
+          r = None
+        if r is None:
           errors += 1
+        else:
+          out.append(r)
         k += 1
     await asyncio.gather(*(client(i) for i in range(clients)))
-  return lat, errors
+  return out, errors
 
 
 def main():
   ap = argparse.ArgumentParser()
   ap.add_argument("--config", default=os.path.join(ROOT, "configs", "serve_smollm2.py"))
-  ap.add_argument("--clients", default="1,8,16")
+  ap.add_argument("--engines", default="static,continuous")
+  ap.add_argument("--clients", default="1,8,16,32")
   ap.add_argument("--seconds", type=float, default=20.0)
-  ap.add_argument("--warmup", type=float, default=8.0)
-  ap.add_argument("--max-tokens", type=int, default=16)
-  ap.add_argument("--max-batch", type=int, default=16)
-  ap.add_argument("--wait-ms", type=float, default=5.0)
-  ap.add_argument("--unbatched", action="store_true", help="also run with max_batch=1")
+  ap.add_argument("--warmup", type=float, default=6.0)
+  ap.add_argument("--max-tokens", default="8,32,64", help="each request draws one of these")
+  ap.add_argument("--slots", type=int, default=16, help="serve.max_batch")
+  ap.add_argument("--startup", action="store_true",
+                  help="only time the continuous server's start-up (load + warm-up) twice, with "
+                       "a fresh persistent compilation cache: first run compiles, second reuses")
   a = ap.parse_args()
-  for mb in ([a.max_batch, 1] if a.unbatched else [a.max_batch]):
-    proc, url = start_server(a.config, mb, a.wait_ms)
+  a.config = os.path.abspath(a.config)
+  lengths = [int(x) for x in a.max_tokens.split(",")]
+  clients = [int(x) for x in a.clients.split(",")]
+  if a.startup:
+    import tempfile
+    with tempfile.TemporaryDirectory() as cache:
+      times = []
+      for _ in range(2):
+        proc, _, start_s = start_server(a.config, "continuous", a.slots,
+                                        {"DACL_COMPILATION_CACHE_DIR": cache})
+        proc.terminate()
+        proc.wait(10)
+        times.append(round(start_s, 1))
+    emit(bench="serve_startup", config=os.path.basename(a.config), slots=a.slots,
+         first_s=times[0], second_s=times[1])
+    return
+  rows = {}
+  for eng in a.engines.split(","):
+    proc, url, start_s = start_server(a.config, eng, a.slots)
     try:
-      for n in (int(x) for x in a.clients.split(",")):
-        asyncio.run(load(url, n, a.warmup, a.max_tokens))
-        s0 = httpx.get(url + "/dacl/stats").json()["engine"]
+      for n in clients:
+        asyncio.run(load(url, n, a.warmup, lengths, seed=1))
         t = time.perf_counter()
-        lat, errors = asyncio.run(load(url, n, a.seconds, a.max_tokens))
+        res, errors = asyncio.run(load(url, n, a.seconds, lengths))
         wall = time.perf_counter() - t
-        s1 = httpx.get(url + "/dacl/stats").json()["engine"]
-        batches = max(s1["batches"] - s0["batches"], 1)
-        ms = np.array(lat) * 1000 if lat else np.array([np.nan])
-        emit(bench="serve_load", config=os.path.basename(a.config), clients=n, max_batch=mb,
-             max_tokens=a.max_tokens, rps=round(len(lat) / wall, 2),
-             p50_ms=round(float(np.percentile(ms, 50)), 1),
-             p99_ms=round(float(np.percentile(ms, 99)), 1), errors=errors,
-             mean_batch=round((s1["requests"] - s0["requests"]) / batches, 2))
+        lat = np.array([r[0] for r in res] or [np.nan]) * 1000
+        ttft = np.array([r[1] for r in res] or [np.nan]) * 1000
+        # time per output token after the first: latency spread with the length mix removed
+        tpot = np.array([(r[0] - r[1]) / max(r[2] - 1, 1) for r in res if r[2] > 1] or [np.nan]) * 1000
+        row = dict(bench="serve_load", config=os.path.basename(a.config), engine=eng, clients=n,
+                   slots=a.slots, max_tokens=a.max_tokens, rps=round(len(res) / wall, 2),
+                   tok_s=round(sum(r[2] for r in res) / wall, 1),
+                   p50_ms=round(float(np.percentile(lat, 50)), 1),
+                   p99_ms=round(float(np.percentile(lat, 99)), 1),
+                   ttft_p50_ms=round(float(np.percentile(ttft, 50)), 1),
+                   ttft_p99_ms=round(float(np.percentile(ttft, 99)), 1),
+                   tpot_p50_ms=round(float(np.percentile(tpot, 50)), 1),
+                   tpot_p99_ms=round(float(np.percentile(tpot, 99)), 1),
+                   errors=errors, start_s=round(start_s, 1))
+        rows[(eng, n)] = row
+        emit(**row)
     finally:
       proc.terminate()
       proc.wait(10)
+  for n in clients:
+    s, c = rows.get(("static", n)), rows.get(("continuous", n))
+    if s and c:
+      emit(bench="serve_load_ratio", clients=n, tok_s_ratio=round(c["tok_s"] / max(s["tok_s"], 1e-9), 2),
+           rps_ratio=round(c["rps"] / max(s["rps"], 1e-9), 2),
+           continuous_p99_over_p50=round(c["p99_ms"] / c["p50_ms"], 2),
+           ttft_p50_ratio=round(c["ttft_p50_ms"] / s["ttft_p50_ms"], 3))
 
 
 if __name__ == "__main__":

@@ -39,6 +39,8 @@ def get_config():
       batch_size=16,
       alpha=0.5,               # weight of the distillation term (both directions)
       temperature=2.0,         # softmax temperature of the token-level KL
+      kd_weighting="confidence",  # token KD weighted by the teacher's p(gold token), sequence
+                               #   KD rows by the teacher's answer probability ("uniform": by 1)
       llm_warm_steps=0,        # >0: the LLM starts from this many CE updates on the public set
                                #   (once per seed, shared by every method)
       private_size=400,        # private training examples per edge

@@ -14,6 +14,10 @@ def get_serve_base() -> ml_collections.ConfigDict:
       port=8000,
       model_name="",          # the id /v1/models reports (default: model.weights or preset)
       api_key_env="",         # env var holding the bearer token clients must send ("" = none)
+      # engine: "continuous" (requests join and leave a running decode; token streaming,
+      # per-request seed) or "static" (a batch runs to its longest row). max_batch is the
+      # continuous engine's slot count; batch_wait_ms applies to the static one.
+      engine="continuous", warmup=True,   # warmup: compile every shape before serving
       max_batch=16, batch_wait_ms=5.0, default_max_tokens=256, max_n=8,
       max_body_bytes=1 << 20, collab=False, log_level="warning",
       checkpoint=""))         # a `dacl train` checkpoints/ dir: serve that policy's parameters

@@ -104,11 +104,14 @@ def filter_logits(logits, top_k, top_p, iters: int = 32):
   return jnp.where(logits >= jnp.minimum(jnp.maximum(t_k, t_p), hi), logits, -jnp.inf)
 
 
-def _inverse_cdf(logits, key):
-  """One categorical draw per row from logits [N, C] with a single uniform per row."""
+def _inverse_cdf(logits, key, u=None):
+  """One categorical draw per row from logits [N, C] with a single uniform per row (drawn from
+  key, or given as u [N, 1] in [0, 1))."""
   p = jax.nn.softmax(logits, axis=-1)
   c = jnp.cumsum(p, axis=-1)
-  u = jax.random.uniform(key, (logits.shape[0], 1), jnp.float32) * c[:, -1:]
+  if u is None:
+    u = jax.random.uniform(key, (logits.shape[0], 1), jnp.float32)
+  u = u * c[:, -1:]
   idx = jnp.sum(c <= u, axis=-1).astype(jnp.int32)
   # Never land on a zero-probability slot (u at the very top of the CDF, round-off).
   idx = jnp.minimum(idx, jnp.argmax(jnp.where(p > 0, jnp.arange(p.shape[-1]), -1), -1))
@@ -160,6 +163,47 @@ def sample_logits(logits, key, temperature, top_k, top_p):
   tok, slp = jax.lax.cond(temperature <= 0, greedy, sample, None)
   lp = jnp.take_along_axis(logits, tok[:, None], -1)[:, 0] - jax.nn.logsumexp(logits, axis=-1)
   return tok, lp, slp
+
+
+def sample_rows(logits, keys, temperature, top_k, top_p):
+  """Per-row sampling settings (the serving engine's slots): logits [N, V], keys [N] (typed
+  PRNG keys, one per row), temperature / top_k / top_p [N] -> (token [N], logp under the policy
+  at temperature 1 [N]). Row n's draw depends only on keys[n] and its own logits, so a request
+  with a seed gets the same tokens whatever it is batched with. Same semantics as sample_logits
+  (temperature <= 0 greedy; top-k, then the nucleus over the renormalised top-k set)."""
+  N, V = logits.shape
+  greedy = jnp.argmax(logits, -1).astype(jnp.int32)
+  scaled = logits / jnp.where(temperature > 0, temperature, 1.0)[:, None]
+  u = jax.vmap(lambda k: jax.random.uniform(k, (), jnp.float32))(keys)[:, None]
+  plain = jax.lax.cond(jnp.any(temperature > 0), lambda _: _inverse_cdf(scaled, None, u)[0],
+                       lambda _: greedy, None)      # all greedy: skip the [N, V] softmax
+  need = (temperature > 0) & ((top_k > 0) | (top_p < 1.0))
+  K = min(CANDIDATES, V)
+  k_eff = jnp.where(top_k > 0, jnp.minimum(top_k, V), V)[:, None]
+  tp = top_p[:, None]
+
+  def filtered(_):
+    vals, idx = jax.lax.top_k(scaled, K)
+    in_k = jnp.arange(K)[None] < k_eff
+    lse = jnp.where(k_eff <= K, jax.nn.logsumexp(jnp.where(in_k, vals, -jnp.inf), -1, keepdims=True),
+                    jax.nn.logsumexp(scaled, -1, keepdims=True))
+    p = jnp.where(in_k, jnp.exp(vals - lse), 0.0)
+    cum = jnp.cumsum(p, axis=-1)
+    enough = (k_eff <= K) | ((k_eff >= V) & (cum[:, -1:] >= tp))
+
+    def candidates(_):
+      j, _ = _inverse_cdf(jnp.where(in_k & ((cum - p) < tp), vals, -jnp.inf), None, u)
+      return jnp.take_along_axis(idx, j[:, None], -1)[:, 0]
+
+    def full(_):
+      return _inverse_cdf(filter_logits(scaled, k_eff, tp), None, u)[0]
+
+    return jax.lax.cond(jnp.all(enough | ~need[:, None]), candidates, full, None)
+
+  filt = jax.lax.cond(jnp.any(need), filtered, lambda _: plain, None)
+  tok = jnp.where(temperature > 0, jnp.where(need, filt, plain), greedy)
+  lp = jnp.take_along_axis(logits, tok[:, None], -1)[:, 0] - jax.nn.logsumexp(logits, axis=-1)
+  return tok, lp
 
 
 @functools.partial(jax.jit, static_argnames=("graphdef", "cache_size", "num_samples"))

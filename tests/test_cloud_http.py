@@ -185,7 +185,7 @@ def test_server_rejects_bad_requests_with_openai_errors(server):
       ("post", "/completions", {"headers": h, "json": {"prompt": 5}}, 400, "prompt"),
       ("post", "/completions", {"headers": h, "json": {"prompt": "a", "temperature": "hot"}}, 400, "temperature"),
       ("post", "/completions", {"headers": h, "json": {"prompt": "a", "max_tokens": 10 ** 6}}, 400, "prompt"),
-      ("post", "/completions", {"headers": h, "json": {"prompt": "a", "stream": True}}, 400, "stream"),
+      ("post", "/completions", {"headers": h, "json": {"prompt": "a", "stream": "yes"}}, 400, "stream"),
       ("post", "/completions", {"headers": h, "json": {"prompt": "a", "model": "gpt-9"}}, 404, "model"),
       ("post", "/chat/completions", {"headers": h, "json": {"messages": []}}, 400, "messages"),
       ("post", "/chat/completions", {"headers": h, "json": {"messages": [{"role": "x"}]}}, 400, "messages[0].role"),

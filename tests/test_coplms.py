@@ -83,6 +83,27 @@ def test_mutual_learning_pulls_two_models_together():
   assert {"ce_a", "ce_b", "kl_a", "kl_b"} <= set(m)
 
 
+def test_confidence_weights_token_kd_by_the_teachers_p_gold():
+  from dacl.train.sft import token_logprobs
+  tok = ByteTokenizer()
+  ga, sa, txa = _party("micro", 0)
+  gb, sb, txb = _party("tiny", 1)
+  b = _batches(tok, steps=1)
+  one = jax.tree.map(lambda x: x[0], b)
+  la = nnx.merge(ga, sa.params)(one["tokens"], None, one["mask"])[0]
+  lb = nnx.merge(gb, sb.params)(one["tokens"], None, one["mask"])[0]
+  p_gold = jnp.exp(token_logprobs(lb, one["targets"]))
+  want = float(lrn.kd_kl(la, lb, one["weights"] * p_gold, 2.0)[0] / one["weights"].sum())
+  got = {}
+  for conf in (True, False):
+    pair = lrn.make_pair_scan(ga, txa, gb, txb, token_kd=True, train_a=False, train_b=False,
+                              confidence=conf)
+    _, _, m = pair(jax.tree.map(jnp.copy, sa), jax.tree.map(jnp.copy, sb), b, 1.0, 1.0)
+    got[conf] = float(m["kl_a"][0])
+  assert got[True] == pytest.approx(want, rel=1e-4)
+  assert got[True] < 0.5 * got[False]     # an untrained teacher is rarely sure of the gold token
+
+
 def test_sequence_kd_batches_weight_teacher_rows():
   tok = ByteTokenizer()
   rows = [("reverse: cat=", "tac", 1.0), ("reverse: cat=", "tca", 0.25)]

@@ -35,8 +35,10 @@ def test_cli_serves_on_loopback_and_batches_concurrent_requests():
                         "--config.serve.batch_wait_ms=50"],
                        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
   try:
-    line = p.stdout.readline()
-    assert f"http://127.0.0.1:{port}/v1" in line, line
+    lines = [p.stdout.readline()]
+    while "dacl serve:" not in lines[-1] and lines[-1]:   # after the warm-up's log line
+      lines.append(p.stdout.readline())
+    assert f"http://127.0.0.1:{port}/v1" in lines[-1], lines
     url = f"http://127.0.0.1:{port}"
     for _ in range(300):
       try:
@@ -53,7 +55,8 @@ def test_cli_serves_on_loopback_and_batches_concurrent_requests():
     assert all(o.status_code == 200 for o in outs)
     after = httpx.get(url + "/dacl/stats").json()["engine"]
     assert after["requests"] - before["requests"] == 8
-    assert after["batches"] - before["batches"] < 8                 # they were batched
+    assert after["max_active"] > 1                                  # they shared decode steps
+    assert after["steps"] - before["steps"] < 8 * 4
   finally:
     p.terminate()
     p.wait(10)

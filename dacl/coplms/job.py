@@ -131,7 +131,8 @@ class Runner:
     key = (a.graphdef, id(a.tx), b.graphdef, id(b.tx), tuple(sorted(flags.items())))
     if key not in self._scans:
       self._scans[key] = lrn.make_pair_scan(a.graphdef, a.tx, b.graphdef, b.tx,
-                                            temperature=float(self.cc.temperature), **flags)
+                                            temperature=float(self.cc.temperature),
+                                            confidence=self.kd_weighting() == "confidence", **flags)
     return self._scans[key]
 
   def batches(self, rows_fn, tok, steps: int, offset: int) -> dict:
@@ -149,14 +150,32 @@ class Runner:
                   for r in rows for p, a, _ in r)
     return min(cap, -(-longest // 16) * 16)
 
-  def answers(self, party: Party, prompts: list) -> list:
+  def answers(self, party: Party, prompts: list) -> tuple[list, list]:
+    """Greedy answers and each one's confidence: the geometric-mean probability of its
+    generated tokens, exp(mean log pi), in (0, 1]."""
     s = Sampler(party.model, party.tok, max_cache_len=512, min_bucket=32)
-    out = []
+    out, conf = [], []
     for i in range(0, len(prompts), 128):
       o = s(prompts[i:i + 128], jax.random.key(0), SamplingParams(
           max_new_tokens=int(self.cc.answer_tokens), temperature=0.0))
       out += [qm.answer_of(t) for t in o.texts]
-    return out
+      m = o.mask.astype(np.float64)
+      conf += list(np.exp((o.logprobs * m).sum(1) / np.maximum(m.sum(1), 1.0)))
+    return out, conf
+
+  def kd_weighting(self) -> str:
+    mode = str(self.cc.get("kd_weighting", "uniform"))
+    if mode not in ("uniform", "confidence"):
+      raise ValueError(f"coplms.kd_weighting must be 'uniform' or 'confidence', got {mode!r}")
+    return mode
+
+  def teacher_answers(self, party: Party, prompts: list) -> dict:
+    """{prompt: (answer, row weight multiplier)} for sequence-level KD. Weighting
+    "confidence" scales each teacher row by the teacher's confidence in its answer, so a
+    teacher that is still guessing (early rounds) adds little noise; "uniform" gives 1."""
+    ans, conf = self.answers(party, prompts)
+    w = conf if self.kd_weighting() == "confidence" else [1.0] * len(ans)
+    return {p: (a, float(c)) for p, a, c in zip(prompts, ans, w)}
 
   def pair(self, a: Party, b: Party, rows_fn, steps: int, offset: int, *, alpha_a: float,
            alpha_b: float, train_a=True, train_b=True) -> dict:
@@ -171,11 +190,11 @@ class Runner:
     # present (weight 0, gold text, when a direction is off) so every phase has one shape.
     rows = [rows_fn(offset + i) for i in range(steps)]
     prompts = sorted({p for r in rows for p, _, _ in r})
-    ans_a = dict(zip(prompts, self.answers(a, prompts))) if alpha_b else {}
-    ans_b = dict(zip(prompts, self.answers(b, prompts))) if alpha_a else {}
+    ans_a = self.teacher_answers(a, prompts) if alpha_b else {}
+    ans_b = self.teacher_answers(b, prompts) if alpha_a else {}
 
     def with_teacher(r, ans, w):
-      return r + [(p, ans.get(p, g), w if p in ans else 0.0) for p, g, _ in r]
+      return r + [(p, *((ans[p][0], w * ans[p][1]) if p in ans else (g, 0.0))) for p, g, _ in r]
     ra = [with_teacher(r, ans_b, alpha * alpha_a) for r in rows]
     rb = [with_teacher(r, ans_a, alpha * alpha_b) for r in rows]
     Ta, Tb = self.seq_len(a.tok, ra), self.seq_len(b.tok, rb)

@@ -42,14 +42,17 @@ def _logits(graphdef, params, b):
 
 
 def make_pair_scan(graphdef_a, tx_a, graphdef_b, tx_b, *, token_kd: bool,
-                   temperature: float = 2.0, train_a: bool = True, train_b: bool = True):
+                   temperature: float = 2.0, train_a: bool = True, train_b: bool = True,
+                   confidence: bool = False):
   """-> jitted run(state_a, state_b, batches, alpha_a=0., alpha_b=0.) -> (state_a, state_b,
   metrics [S]).
 
   batches: token_kd: {"tokens", "targets", "weights", "mask"} [S, B, T] shared by both;
   otherwise {"a": {...}, "b": {...}}, each model's own. alpha_*: weight of that model's KD term
   (token KD only; for sequence KD the weights live in the batch rows). The alphas are traced
-  arguments, so one compiled phase serves every weighting (one-way, mutual, CE only)."""
+  arguments, so one compiled phase serves every weighting (one-way, mutual, CE only).
+  confidence (token KD): each token's KL term is weighted by the teacher's probability of the
+  gold token, so a model is pulled toward its partner where the partner is right."""
 
   def losses(pa, pb, batch, alpha_a, alpha_b):
     ba, bb = (batch, batch) if token_kd else (batch["a"], batch["b"])
@@ -59,8 +62,13 @@ def make_pair_scan(graphdef_a, tx_a, graphdef_b, tx_b, *, token_kd: bool,
     out = {"ce_a": ce_a / jnp.maximum(na, 1.0), "ce_b": ce_b / jnp.maximum(nb, 1.0)}
     loss_a, loss_b = ce_a, ce_b
     if token_kd:
-      kl_a, _ = kd_kl(la, jax.lax.stop_gradient(lb), ba["weights"], temperature)
-      kl_b, _ = kd_kl(lb, jax.lax.stop_gradient(la), bb["weights"], temperature)
+      la_t, lb_t = jax.lax.stop_gradient(la), jax.lax.stop_gradient(lb)
+      wa, wb = ba["weights"], bb["weights"]
+      if confidence:   # the teacher's p(gold token), at temperature 1
+        wa = wa * jnp.exp(token_logprobs(lb_t, ba["targets"]))
+        wb = wb * jnp.exp(token_logprobs(la_t, bb["targets"]))
+      kl_a, _ = kd_kl(la, lb_t, wa, temperature)
+      kl_b, _ = kd_kl(lb, la_t, wb, temperature)
       loss_a, loss_b = ce_a + alpha_a * kl_a, ce_b + alpha_b * kl_b
       out.update(kl_a=kl_a / jnp.maximum(na, 1.0), kl_b=kl_b / jnp.maximum(nb, 1.0))
     # each model's gradient comes from its own loss only (the other is a fixed teacher)

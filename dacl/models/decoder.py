@@ -25,7 +25,8 @@ class KVCache(NamedTuple):
   update is an in-place dynamic_update_slice in the decode loop; a stacked [L, ...] array was
   rewritten whole every step).
   mask: [B, S] bool, True where a slot holds a real (non-padding) token.
-  index: [] int32, the next slot to write (shared by all rows: prompts are left-padded).
+  index: [] int32, the next slot to write, shared by all rows (prompts are left-padded); or
+    [B] int32, one per row (the serving engine's slots, which start and stop independently).
   """
   k: jax.Array
   v: jax.Array
@@ -38,6 +39,15 @@ def init_cache(cfg: ModelConfig, batch: int, size: int) -> KVCache:
   dt = as_dtype(cfg.dtype)
   zeros = lambda: tuple(jnp.zeros(shape, dt) for _ in range(cfg.n_layers))
   return KVCache(zeros(), zeros(), jnp.zeros((batch, size), bool), jnp.zeros((), jnp.int32))
+
+
+def _write_cache(c, x, index):
+  """Write x [B, T, ...] into c [B, S, ...] at slot `index` ([] shared, or [B] per row)."""
+  x = x.astype(c.dtype)
+  zeros = (0,) * (c.ndim - 2)
+  if index.ndim == 0:
+    return jax.lax.dynamic_update_slice(c, x, (0, index, *zeros))
+  return jax.vmap(lambda ci, xi, i: jax.lax.dynamic_update_slice(ci, xi, (i, *zeros)))(c, x, index)
 
 
 def rms_norm(x, w, eps):
@@ -114,8 +124,9 @@ class Block(nnx.Module):
     self.w_up = _param(rngs, (Dm, F), ("embed", "mlp"), pd, std=s)
     self.w_down = _param(rngs, (F, Dm), ("mlp", "embed"), pd, std=out_std)
 
-  def __call__(self, x, positions, inv_freq, attn_ok, kc=None, vc=None, index=None):
-    """x [B,T,d] -> (x, kc, vc). kc/vc [B,S,K,D] are this layer's cache (None: no cache)."""
+  def __call__(self, x, positions, inv_freq, attn_ok, kc=None, vc=None, index=None, kv_len=None):
+    """x [B,T,d] -> (x, kc, vc). kc/vc [B,S,K,D] are this layer's cache (None: no cache);
+    attention reads its first kv_len slots only (None: all S)."""
     cfg = self.cfg
     dt = as_dtype(cfg.dtype)
     B, T, _ = x.shape
@@ -136,9 +147,8 @@ class Block(nnx.Module):
     q = apply_rope(q, positions, inv_freq)
     k = apply_rope(k, positions, inv_freq)
     if kc is not None:
-      kc = jax.lax.dynamic_update_slice(kc, k.astype(kc.dtype), (0, index, 0, 0))
-      vc = jax.lax.dynamic_update_slice(vc, v.astype(vc.dtype), (0, index, 0, 0))
-      k, v = kc, vc
+      kc, vc = _write_cache(kc, k, index), _write_cache(vc, v, index)
+      k, v = (kc, vc) if kv_len is None else (kc[:, :kv_len], vc[:, :kv_len])
     out = _gqa_attention(q, k, v, attn_ok, cfg)
     x = x + out.reshape(B, T, -1) @ self.wo[...].astype(dt)
     h = rms_norm(x, self.mlp_norm[...], cfg.norm_eps)
@@ -162,7 +172,7 @@ class Decoder(nnx.Module):
   def __call__(self, tokens: jax.Array, positions: Optional[jax.Array] = None,
                mask: Optional[jax.Array] = None, cache: Optional[KVCache] = None,
                return_hidden: bool = False, last_only: bool = False,
-               segment_ids: Optional[jax.Array] = None):
+               segment_ids: Optional[jax.Array] = None, kv_len: Optional[int] = None):
     """tokens [B, T] int32 -> (logits [B, T, V] float32, cache or None).
 
     positions [B, T]: RoPE positions (default 0..T-1). mask [B, T]: True for real tokens
@@ -172,6 +182,8 @@ class Decoder(nnx.Module):
     With last_only, logits are computed for the last position only ([B, 1, V]; prefill).
     segment_ids [B, T] int (no cache only): packed rows; a token attends only to earlier tokens
     of its own segment (give positions restarting at 0 per segment too).
+    kv_len (static, with a cache): attend over the first kv_len slots only, when the caller knows
+    every row's keys lie there (the serving engine's bucket of the filled part of its cache).
     """
     cfg = self.cfg
     dt = as_dtype(cfg.dtype)
@@ -184,13 +196,13 @@ class Decoder(nnx.Module):
     x = jnp.take(self.embed[...], tokens, axis=0).astype(dt)
     inv_freq = rope_inv_freq(cfg)
     if cache is None:
-      q_slot, k_slot, key_valid = jnp.arange(T), jnp.arange(T), mask
+      q_slot, k_slot, key_valid = jnp.arange(T)[None], jnp.arange(T), mask
     else:
-      q_slot = cache.index + jnp.arange(T)
-      k_slot = jnp.arange(cache.mask.shape[1])
-      key_valid = jax.lax.dynamic_update_slice(cache.mask, mask, (0, cache.index))
+      q_slot = (cache.index[:, None] if cache.index.ndim else cache.index) + jnp.arange(T)[None]
+      key_valid = _write_cache(cache.mask, mask, cache.index)
+      k_slot = jnp.arange(kv_len or cache.mask.shape[1])
     # [B, 1, 1, T, S]: causal in slot order, and the key must be a real token.
-    attn_ok = (k_slot[None, :] <= q_slot[:, None])[None] & key_valid[:, None, :]
+    attn_ok = (k_slot[None, None, :] <= q_slot[:, :, None]) & key_valid[:, None, :k_slot.shape[0]]
     if segment_ids is not None:
       if cache is not None:
         raise ValueError("segment_ids are for packed training rows, not cached decoding")
@@ -201,7 +213,8 @@ class Decoder(nnx.Module):
       if cache is None:
         x, _, _ = layer(x, positions, inv_freq, attn_ok)
       else:
-        x, kc, vc = layer(x, positions, inv_freq, attn_ok, cache.k[i], cache.v[i], cache.index)
+        x, kc, vc = layer(x, positions, inv_freq, attn_ok, cache.k[i], cache.v[i], cache.index,
+                          kv_len)
         ks.append(kc)
         vs.append(vc)
     new_cache = None if cache is None else KVCache(tuple(ks), tuple(vs), key_valid, cache.index + T)

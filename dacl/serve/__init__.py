@@ -36,8 +36,21 @@ def build_app(config, workdir: Optional[str] = None, collab: Optional[bool] = No
   model, tok = build_model_and_tokenizer(config.model, int(config.seed))
   if sc.checkpoint:
     model = restore_policy(model, sc.checkpoint, int(config.seed))
-  engine = BatchingEngine(model, tok, max_batch=sc.max_batch, batch_wait_ms=sc.batch_wait_ms,
-                          max_cache_len=config.model.max_seq_len, seed=int(config.seed))
+  if sc.engine == "continuous":
+    from dacl.serve.continuous import ContinuousEngine
+    engine = ContinuousEngine(model, tok, slots=sc.max_batch, max_cache_len=config.model.max_seq_len,
+                              seed=int(config.seed))
+    if sc.warmup:
+      t = time.perf_counter()
+      engine.warmup()
+      P, kv = engine.shapes()
+      log.info("warm-up: compiled %d prompt and %d step shapes in %.1f s", len(P), len(kv),
+               time.perf_counter() - t)
+  elif sc.engine == "static":
+    engine = BatchingEngine(model, tok, max_batch=sc.max_batch, batch_wait_ms=sc.batch_wait_ms,
+                            max_cache_len=config.model.max_seq_len, seed=int(config.seed))
+  else:
+    raise ValueError(f"serve.engine must be 'continuous' or 'static', got {sc.engine!r}")
   api_key = None
   if sc.api_key_env:
     api_key = os.environ.get(sc.api_key_env)

@@ -34,6 +34,7 @@ class GenParams:
   stop: tuple = ()
   marker_ids: tuple = ()        # collab: stop on the offload marker ...
   ban_marker: bool = False      # ... or forbid it (single-token markers)
+  seed: Optional[int] = None    # the request's samples (continuous engine; static ignores it)
 
   def group_key(self):
     return (self.temperature, self.top_p, self.top_k, self.n, self.stop, self.marker_ids,
@@ -60,7 +61,23 @@ class _Item:
   future: concurrent.futures.Future
 
 
-class BatchingEngine:
+class EngineBase:
+  """What both engines share: prompt encoding and the context-length check (`sampler` and
+  `max_cache_len` are set by the subclass)."""
+  sampler: Sampler
+  max_cache_len: int
+
+  def encode(self, prompt: str) -> list:
+    return self.sampler.encode_prompts([prompt])[0]
+
+  def check_fits(self, ids: Sequence[int], max_tokens: int) -> None:
+    if len(ids) + max_tokens > self.max_cache_len:
+      raise PromptTooLongError(
+          f"prompt of {len(ids)} tokens + max_tokens={max_tokens} exceeds the context length "
+          f"{self.max_cache_len}")
+
+
+class BatchingEngine(EngineBase):
   def __init__(self, model, tokenizer, max_batch: int = 16, batch_wait_ms: float = 5.0,
                max_cache_len: Optional[int] = None, seed: int = 0):
     self.sampler = Sampler(model, tokenizer, max_cache_len=max_cache_len)
@@ -75,15 +92,6 @@ class BatchingEngine:
     self._thread.start()
 
   # -- public API ---------------------------------------------------------------------------
-  def encode(self, prompt: str) -> list:
-    return self.sampler.encode_prompts([prompt])[0]
-
-  def check_fits(self, ids: Sequence[int], max_tokens: int) -> None:
-    if len(ids) + max_tokens > self.max_cache_len:
-      raise PromptTooLongError(
-          f"prompt of {len(ids)} tokens + max_tokens={max_tokens} exceeds the context length "
-          f"{self.max_cache_len}")
-
   def submit(self, ids: Sequence[int], params: GenParams) -> concurrent.futures.Future:
     """Queue one prompt (token ids); the future resolves to a GenResult or raises."""
     self.check_fits(ids, params.max_tokens)

@@ -2,10 +2,17 @@
 
   POST /v1/chat/completions   POST /v1/completions   GET /v1/models   GET /health   GET /dacl/stats
 
-Concurrent requests batch in the BatchingEngine. Bad requests get OpenAI-style error bodies
+Concurrent requests batch in the engine (dacl.serve.continuous by default; the static
+BatchingEngine with serve.engine="static"). Bad requests get OpenAI-style error bodies
 ({"error": {"message", "type", "param", "code"}}) with 4xx codes. With a Collaborator (`--collab`)
 each answer carries `"dacl": {"route", "cost", "usage_rate"}` and an `x-dacl-route` header.
-Streaming is not supported (400).
+
+`stream: true` answers with server-sent events as OpenAI clients expect: chat chunks
+(`chat.completion.chunk`: a role delta, content deltas, a final delta with finish_reason) or
+completion chunks (`text_completion` with `text` deltas), an optional usage chunk
+(`stream_options: {"include_usage": true}`), then `data: [DONE]`. On the continuous engine the
+deltas are the tokens as they decode; on the static engine, and with --collab (whose route is
+known only once the answer is), each choice's text arrives as one delta when it is done.
 """
 from __future__ import annotations
 
@@ -19,7 +26,7 @@ from typing import Optional
 
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse
+from starlette.responses import JSONResponse, StreamingResponse
 from starlette.routing import Route
 
 from dacl.sampling import PromptTooLongError
@@ -53,8 +60,12 @@ def _num(body: dict, name: str, default, lo: float, hi: float, integer: bool = F
 
 
 def parse_params(body: dict, default_max_tokens: int, max_n: int) -> GenParams:
-  if body.get("stream"):
-    raise BadRequest("streaming is not supported by dacl serve; set stream=false", "stream")
+  if not isinstance(body.get("stream", False), (bool, type(None))):
+    raise BadRequest("'stream' must be a boolean", "stream")
+  so = body.get("stream_options")
+  if so is not None and not (isinstance(so, dict) and isinstance(so.get("include_usage", False), bool)):
+    raise BadRequest("'stream_options' must be an object like {\"include_usage\": true}",
+                     "stream_options")
   mt = body.get("max_completion_tokens", body.get("max_tokens"))
   mt = _num({"max_tokens": mt}, "max_tokens", default_max_tokens, 1, 1 << 20, integer=True)
   stop = body.get("stop") or ()
@@ -66,7 +77,8 @@ def parse_params(body: dict, default_max_tokens: int, max_n: int) -> GenParams:
   return GenParams(max_tokens=mt, temperature=float(_num(body, "temperature", 1.0, 0.0, 2.0)),
                    top_p=float(_num(body, "top_p", 1.0, 0.0, 1.0)),
                    top_k=int(_num(body, "top_k", 0, 0, 1 << 20, integer=True)),
-                   n=int(_num(body, "n", 1, 1, max_n, integer=True)), stop=tuple(stop))
+                   n=int(_num(body, "n", 1, 1, max_n, integer=True)), stop=tuple(stop),
+                   seed=_num(body, "seed", None, -(1 << 63), (1 << 63) - 1, integer=True))
 
 
 def parse_messages(body: dict) -> list:
@@ -178,13 +190,19 @@ class App:
         raise BadRequest(str(e), "messages" if kind == "chat" else "prompt")
       for x in ids:
         self.engine.check_fits(x, params.max_tokens)
+      stream = bool(body.get("stream"))
+      usage = bool((body.get("stream_options") or {}).get("include_usage"))
       if self.collab is not None:
         if params.n != 1:
           raise BadRequest("n > 1 is not supported in collaborative mode", "n")
+        if stream:
+          return self._stream(kind, ids, params, usage, cloud_prompts)
         answers = await asyncio.gather(*(self.collab.answer_ids(x, cp, params)
                                          for x, cp in zip(ids, cloud_prompts)))
         results = [a.result for a in answers]
       else:
+        if stream:
+          return self._stream(kind, ids, params, usage)
         answers = None
         results = await asyncio.gather(*(asyncio.wrap_future(self.engine.submit(x, params))
                                          for x in ids))
@@ -200,6 +218,95 @@ class App:
                                      "type": "server_error", "param": None, "code": None}},
                           status_code=500)
     return self._ok(kind, results, answers)
+
+  def _stream(self, kind: str, ids: list, params: GenParams, include_usage: bool,
+              cloud_prompts: Optional[list] = None) -> StreamingResponse:
+    """Server-sent events for len(ids) prompts x params.n samples (choice index i * n + g)."""
+    loop = asyncio.get_running_loop()
+    q: asyncio.Queue = asyncio.Queue()
+    n, chat = params.n, kind == "chat"
+    cid = f"{'chatcmpl' if chat else 'cmpl'}-{uuid.uuid4().hex[:24]}"
+    created = int(time.time())
+    live = getattr(self.engine, "streams", False) and cloud_prompts is None   # per-token deltas
+    put = lambda *ev: loop.call_soon_threadsafe(q.put_nowait, ev)
+    running = []
+    for i, x in enumerate(ids):
+      if cloud_prompts is not None:
+        task = asyncio.ensure_future(self.collab.answer_ids(x, cloud_prompts[i], params))
+        task.add_done_callback(lambda t, i=i: q.put_nowait(("done", i, t)))
+        running.append(task)
+      else:
+        listener = (lambda g, d, f, i=i: put("delta", i * n + g, d, f)) if live else None
+        fut = (self.engine.submit(x, params, listener=listener) if live
+               else self.engine.submit(x, params))
+        fut.add_done_callback(lambda f, i=i: put("done", i, f))
+        running.append(fut)
+
+    def stop_unfinished():   # the client went away: free the engine's slots
+      for f in running:
+        if not f.done():
+          self.engine.cancel(f) if hasattr(self.engine, "cancel") else f.cancel()
+
+    def event(choices, **extra) -> str:
+      body = {"id": cid, "object": "chat.completion.chunk" if chat else "text_completion",
+              "created": created, "model": self.model_name, "choices": choices, **extra}
+      return f"data: {json.dumps(body)}\n\n"
+
+    def choice(idx, text=None, finish=None, role=False) -> dict:
+      if chat:
+        delta = {"role": "assistant", "content": ""} if role else (
+            {"content": text} if text is not None else {})
+        return {"index": idx, "delta": delta, "finish_reason": finish}
+      return {"index": idx, "text": text or "", "logprobs": None, "finish_reason": finish}
+
+    async def events():
+      try:
+        async for e in _events():
+          yield e
+      finally:
+        stop_unfinished()
+
+    async def _events():
+      if chat:
+        for idx in range(len(ids) * n):
+          yield event([choice(idx, role=True)])
+      pending, pt, ct = len(ids), 0, 0
+      while pending:
+        ev = await q.get()
+        if ev[0] == "delta":
+          _, idx, d, f = ev
+          if d:
+            yield event([choice(idx, d)])
+          if f is not None:
+            yield event([choice(idx, finish="stop" if f == "marker" else f)])
+          continue
+        _, i, fut = ev
+        pending -= 1
+        try:
+          res = fut.result()
+        except Exception as e:   # after the headers: an error object in the stream
+          log.error("streamed request failed: %s", type(e).__name__)
+          self.counts["errors_5xx"] += 1
+          yield f"data: {json.dumps({'error': {'message': f'internal error ({type(e).__name__})', 'type': 'server_error', 'param': None, 'code': None}})}\n\n"
+          continue
+        extra = {}
+        if cloud_prompts is not None:   # a CollabAnswer: its route rides on the final chunk
+          extra = {"dacl": {"route": res.route, "cost": res.cost, "usage_rate": round(res.usage_rate, 4),
+                            "cloud_error": res.cloud_error, **(res.detail or {})}}
+          res = res.result
+        pt += res.prompt_tokens
+        ct += sum(c.tokens for c in res.completions)
+        if not live:
+          for g, c in enumerate(res.completions):
+            f = "stop" if c.finish_reason == "marker" else c.finish_reason
+            yield event([choice(i * n + g, c.text)])
+            yield event([choice(i * n + g, finish=f)], **extra)
+      if include_usage:
+        yield event([], usage={"prompt_tokens": pt, "completion_tokens": ct, "total_tokens": pt + ct})
+      yield "data: [DONE]\n\n"
+
+    return StreamingResponse(events(), media_type="text/event-stream",
+                             headers={"cache-control": "no-cache"})
 
   def _err(self, e: BadRequest) -> JSONResponse:
     self.counts["errors_4xx"] += 1

@@ -1,12 +1,17 @@
 """New tokens/s of dacl's jitted sampler vs Hugging Face transformers `generate` (PyTorch, CPU).
 
 Same weights (SmolLM2-135M shape, random), greedy, prompt 64, 64 new tokens, no early stop.
+Roofline, measured in the same run: the machine's f32 matmul peak and memory bandwidth; for
+prefill and for the mean decode step, the achieved GFLOP/s and GB/s, the bound that applies
+(compute or bandwidth) and the fraction of it reached (`prefill_roofline`, `decode_roofline`).
+Decode step bytes: every weight once, plus the KV cache read (mean filled length).
   python benchmarks/sampler.py [--batches 1,16,32] [--reps 3] [--no-torch]
 """
 import argparse
 import time
 
-from common import emit, machine, peak_rss_mb
+from common import emit, machine, matmul_params, matmul_peak_gflops, memory_bandwidth_gbs, \
+    peak_rss_mb, roofline
 
 import jax
 import numpy as np
@@ -77,13 +82,27 @@ def main():
   cfg = get_preset("smollm2_135m", max_seq_len=256)
   model = create_model(cfg, seed=0)
   rng = np.random.default_rng(0)
+  peak, bw = matmul_peak_gflops(), memory_bandwidth_gbs()
+  emit(bench="machine", peak_gflops=round(peak, 1), bandwidth_gbs=round(bw, 1), machine=machine())
+  n_mm, n_all = matmul_params(cfg), cfg.num_params()
+  q, kv = cfg.n_heads * cfg.head_dim, cfg.n_kv_heads * cfg.head_dim
   for b in map(int, a.batches.split(",")):
     prompts = rng.integers(10, cfg.vocab_size, size=(b, a.prompt)).tolist()
     dt, comp, toks, pre_s = bench_dacl(model, prompts, a.new, a.reps)
     d_tps = b * a.new / dt
+    step_s = (dt - pre_s) / a.new
+    ctx = a.prompt + a.new / 2                       # mean filled cache length while decoding
+    attn = lambda n_q, n_k: 2 * 2 * cfg.n_layers * n_q * n_k * q
+    pre_flops = 2 * b * a.prompt * (n_mm - cfg.d_model * cfg.vocab_size) + 2 * b * cfg.d_model \
+        * cfg.vocab_size + b * attn(a.prompt, a.prompt) / 2
+    pre_bytes = 4 * n_all + 4 * b * a.prompt * 2 * cfg.n_layers * kv   # weights + cache written
+    dec_flops = 2 * b * n_mm + b * attn(1, ctx)
+    dec_bytes = 4 * n_all + 4 * b * ctx * 2 * cfg.n_layers * kv         # weights + cache read
     emit(bench="sampler", impl="dacl", batch=b, prompt=a.prompt, new_tokens=a.new,
          new_tokens_per_s=round(d_tps, 1), seconds=round(dt, 3), prefill_s=round(pre_s, 3),
-         decode_ms_per_step=round(1000 * (dt - pre_s) / a.new, 1), compile_s=round(comp, 2),
+         decode_ms_per_step=round(1000 * step_s, 1), compile_s=round(comp, 2),
+         prefill_roofline=roofline(pre_flops, pre_bytes, pre_s, peak, bw),
+         decode_roofline=roofline(dec_flops, dec_bytes, step_s, peak, bw),
          peak_rss_mb=round(peak_rss_mb()), machine=machine())
     if a.no_torch:
       continue

@@ -10,7 +10,7 @@ import argparse
 import functools
 import time
 
-from common import emit, machine, matmul_peak_gflops, peak_rss_mb
+from common import emit, machine, matmul_peak_gflops, memory_bandwidth_gbs, peak_rss_mb, roofline
 
 import jax
 import jax.numpy as jnp
@@ -59,11 +59,16 @@ def main():
   dt = float(np.median(times))
   tokens = a.batch * a.seq
   gflops = train_flops_per_token(cfg, a.seq) * tokens / dt / 1e9
-  peak = matmul_peak_gflops()
+  peak, bw = matmul_peak_gflops(), memory_bandwidth_gbs()
+  # bytes, a floor: parameters read 3x (forward, two backward matmuls), gradients written,
+  # AdamW reads/writes parameters and two moments; activations not counted
+  nbytes = 4 * cfg.num_params() * (3 + 1 + 6)
   emit(bench="train_step", impl="dacl", batch=a.batch, seq=a.seq, loss_chunk=a.loss_chunk,
        tokens_per_s=round(tokens / dt, 1),
        step_s=round(dt, 3), gflops=round(gflops, 1), peak_gflops=round(peak, 1),
        fraction_of_peak=round(gflops / peak, 3), compile_s=round(compile_s, 1),
+       bandwidth_gbs=round(bw, 1),
+       roofline=roofline(train_flops_per_token(cfg, a.seq) * tokens, nbytes, dt, peak, bw),
        peak_rss_mb=round(peak_rss_mb()), machine=machine())
   if a.torch:
     import torch

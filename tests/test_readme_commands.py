@@ -209,6 +209,8 @@ def _start_server(cmd, port, cloud_port=None):
   p = subprocess.Popen([sys.executable, "-m", "dacl.cli", *_argv(cmd, port=port, cloud_port=cloud_port)],
                        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
   line = p.stdout.readline()
+  while line and "dacl serve:" not in line:   # log lines (the warm-up's) come first
+    line = p.stdout.readline()
   if f"127.0.0.1:{port}" not in line:
     p.kill()
     p.wait()

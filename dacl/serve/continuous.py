@@ -330,6 +330,10 @@ class ContinuousEngine(EngineBase):
       finish = "stop"
     elif p.marker_ids and tuple(r.toks[-len(p.marker_ids):]) == tuple(p.marker_ids):
       finish = "marker"
+    if finish is None and len(r.toks) < p.max_tokens and not p.stop and r.req.listener is None:
+      self._tok[s], self._pos[s] = t, r.pos    # nothing needs the text before the row ends
+      r.pos += 1
+      return
     text = self.tokenizer.decode(np.asarray(r.toks, np.int32))
     cut = min([i for i in (text.find(x) for x in p.stop) if i >= 0], default=-1)
     if cut >= 0 and finish is None:

@@ -70,6 +70,10 @@ class EngineBase:
   def encode(self, prompt: str) -> list:
     return self.sampler.encode_prompts([prompt])[0]
 
+  def cancel(self, fut: concurrent.futures.Future) -> None:
+    """Give up on a request (its client went away); a request already running completes."""
+    fut.cancel()
+
   def check_fits(self, ids: Sequence[int], max_tokens: int) -> None:
     if len(ids) + max_tokens > self.max_cache_len:
       raise PromptTooLongError(

@@ -245,7 +245,7 @@ class App:
     def stop_unfinished():   # the client went away: free the engine's slots
       for f in running:
         if not f.done():
-          self.engine.cancel(f) if hasattr(self.engine, "cancel") else f.cancel()
+          self.engine.cancel(f)
 
     def event(choices, **extra) -> str:
       body = {"id": cid, "object": "chat.completion.chunk" if chat else "text_completion",

@@ -3,6 +3,7 @@ cores with bare answers; with the scratchpad default not yet re-measured, expect
 results.json holds each algorithm under "algorithms" (mean over seeds, per_seed inside).
 
   dacl train --config=configs/compare_stream.py --workdir=DIR
+  dacl train --config=configs/compare_stream.py --workdir=DIR2 "--config.seeds=(3,4)"   # held out
 """
 from configs.dagrpo_stream import get_config as _main
 
@@ -12,5 +13,6 @@ def get_config():
   c.unlock()
   c.algorithms = ("dagrpo", "grpo_local", "shaped", "router", "random_offload", "cloud_only")
   c.seeds = (0, 1, 2)
+  c.stream.local_eval_every = 10
   c.lock()
   return c

@@ -36,10 +36,13 @@ def get_rl_base() -> ml_collections.ConfigDict:
   # post_switch_steps M: post-switch accuracy is the greedy held-out accuracy after M steps of a
   # new task. space_draws: draws per task for the problem-space estimate in results.json "data".
   # replay_fraction: share of each RL batch drawn from a buffer of the first replay_size prompts
-  # of every earlier task's pool (0 = no replay).
+  # of every earlier task's pool (0 = no replay). local_eval_every: every so many RL steps, greedy
+  # local accuracy L on every task's held-out set (results "L_over_steps", plots/dynamics_*.png;
+  # 0 = only at task ends).
   c.stream = ml_collections.ConfigDict(dict(tasks=[], steps=(), train_size=4000,
                                             post_switch_steps=10, space_draws=5000,
-                                            replay_fraction=0.0, replay_size=200))
+                                            replay_fraction=0.0, replay_size=200,
+                                            local_eval_every=0))
   # lam_reset: λ (and its integral) back to rl.lam_init at each task switch (default: carried)
   c.budget = ml_collections.ConfigDict(dict(tau=0.3, lam_reset=False))
   c.warmstart = ml_collections.ConfigDict(dict(

@@ -373,7 +373,60 @@ def write_rl_plots(workdir: str, results: dict) -> list[str]:
       ax.axhline(tau, color="black", ls="--", lw=1, label=f"τ = {tau}")
     written.append(_finish(fig, ax, "RL step (task switches dotted)", ylabel,
                            os.path.join(workdir, "plots", f"{fname}.png"), legend=True))
+  for algo, res in results["algorithms"].items():
+    out = _dynamics_plot(workdir, results, algo, res)
+    if out:
+      written.append(out)
   return written
+
+
+def _dynamics_plot(workdir: str, results: dict, algo: str, res: dict):
+  """One algorithm, stacked on one step axis: held-out greedy local accuracy L of every task
+  (`stream.local_eval_every`; the mean over seeds bold, each seed faint), the rollout cloud
+  rate against τ, and λ -> plots/dynamics_<algo>.png. None when the run logged no L curve."""
+  import matplotlib
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+  per_seed = res.get("per_seed") or []
+  curves = [r.get("L_over_steps") or [] for r in per_seed]
+  if not any(len(c) > 1 for c in curves):
+    return None
+  tasks, tau = results["tasks"], results.get("budget")
+  fig, axes = plt.subplots(3, 1, figsize=(8.5, 7.5), sharex=True)
+  for j, name in enumerate(tasks):
+    color = plt.cm.tab10(j % 10)
+    for c in curves:
+      axes[0].plot([p[0] for p in c], [p[1][j] for p in c], color=color, alpha=0.3, lw=0.8)
+    mean = res.get("L_over_steps") or curves[0]
+    axes[0].plot([p[0] for p in mean], [p[1][j] for p in mean], color=color, lw=2,
+                 label=f"L {name}")
+  axes[0].set_ylabel("held-out local accuracy L")
+  switches = set()
+  for r in per_seed:
+    path = os.path.join(workdir, "runs", f"{algo}_s{r['seed']}", "metrics.jsonl")
+    if not os.path.exists(path):
+      continue
+    rows = [x for x in read_jsonl(path) if "event" not in x and x.get("cloud_rate") is not None]
+    steps = [x["step"] for x in rows]
+    axes[1].plot(steps, [x["cloud_rate"] for x in rows], alpha=0.7, label=f"seed {r['seed']}")
+    axes[2].plot(steps, [x["lambda"] for x in rows], alpha=0.7, label=f"seed {r['seed']}")
+    switches |= {a["step"] for a, b in zip(rows, rows[1:]) if a.get("task") != b.get("task")}
+  if tau is not None:
+    axes[1].axhline(tau, color="black", ls="--", lw=1, label=f"τ = {tau}")
+  axes[1].set_ylabel("rollout cloud rate")
+  axes[2].set_ylabel("λ")
+  for ax in axes:
+    for step in sorted(switches):
+      ax.axvline(step, color="grey", lw=0.6, ls=":")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0)
+  axes[0].set_title(f"{algo}: local skill, usage and λ over the stream", fontsize=9)
+  axes[2].set_xlabel("RL step (task switches dotted)")
+  fig.tight_layout()
+  out = os.path.join(workdir, "plots", f"dynamics_{algo}.png")
+  fig.savefig(out, dpi=110)
+  plt.close(fig)
+  return out
 
 
 def report(workdir: str) -> dict:

@@ -47,9 +47,10 @@ def test_lambda_follows_usage_against_tau(tmp_path):
   kp = 1.5
   r = dacl("train", f"--config={CFG}", f"--workdir={tmp_path}", *SMALL,
            "--config.warmstart.offload_fraction=0.6", "--config.budget.tau=0.5",
-           "--config.rl.lam_lr=2.0", f"--config.rl.lam_kp={kp}", "--config.rl.lr=3e-3")
+           "--config.rl.lam_lr=2.0", f"--config.rl.lam_kp={kp}", "--config.rl.lr=3e-3",
+           "--config.stream.local_eval_every=4")
   assert r.returncode == 0, r.stderr[-3000:]
-  rows = [x for x in _rows(tmp_path) if "lambda" in x]
+  rows = [x for x in _rows(tmp_path) if "lambda" in x and "event" not in x]
   assert len(rows) == 18
   i_prev = 0.0
   moved_up = moved_down = False
@@ -78,9 +79,18 @@ def test_lambda_follows_usage_against_tau(tmp_path):
     assert len(a[key]) == 3 and all(v is None or 0 <= v <= 1 for v in a[key])
   for b in a["acc_at_budget"] + a["acc_at_budget_init"]:
     assert b["oracle"] >= max(b["policy"], b["random"]) - 1e-9
+  # L over steps: every 4 steps and at each task's end, every task; the curve's point at a
+  # task's last step is the same greedy evaluation as that task's row of L
+  curve = a["per_seed"][0]["L_over_steps"]
+  assert [p[0] for p in curve] == [0, 4, 6, 8, 12, 16, 18]
+  assert curve[0][1] == a["L_init"] and all(len(p[1]) == 3 for p in curve)
+  for row, step in enumerate((6, 12, 18)):
+    assert dict(curve)[step] == pytest.approx(a["L"][row], abs=1e-9)
+  assert a["L_over_steps"] == [[s, pytest.approx(v, abs=1e-4)] for s, v in curve]
   r = dacl("report", str(tmp_path))
   assert r.returncode == 0 and "ACC" in r.stdout
   assert (tmp_path / "plots" / "lambda.png").exists()
+  assert (tmp_path / "plots" / "dynamics_dagrpo.png").exists()
   # dacl eval on the final checkpoint reproduces the last row of R (same greedy eval, same cache)
   r = dacl("eval", f"--config={CFG}", f"--workdir={tmp_path}", *SMALL,
            "--config.warmstart.offload_fraction=0.6", "--config.budget.tau=0.5")
@@ -119,7 +129,7 @@ def test_resume_mid_stream_equals_uninterrupted(tmp_path):
   # With rl.pipeline (one-step-off-policy rollouts): the pipeline drains before each checkpoint,
   # so a resumed stream still equals an uninterrupted one.
   ref, cut = tmp_path / "ref", tmp_path / "cut"
-  SMALL = [*globals()["SMALL"], "--config.rl.pipeline=True"]
+  SMALL = [*globals()["SMALL"], "--config.rl.pipeline=True", "--config.stream.local_eval_every=4"]
   assert dacl("train", f"--config={CFG}", f"--workdir={ref}", *SMALL).returncode == 0
   env = {**os.environ, "JAX_PLATFORMS": "cpu"}
   p = subprocess.Popen([sys.executable, "-m", "dacl.cli", "train", f"--config={CFG}",
@@ -148,7 +158,8 @@ def test_resume_mid_stream_equals_uninterrupted(tmp_path):
   assert strip(_rows(cut)) == strip(_rows(ref))
   a = json.load(open(ref / "results.json"))["algorithms"]["dagrpo"]
   b = json.load(open(cut / "results.json"))["algorithms"]["dagrpo"]
-  for key in ("R", "L", "U", "ACC", "BWT", "post_switch_accuracy", "usage_last_quarter"):
+  for key in ("R", "L", "U", "ACC", "BWT", "post_switch_accuracy", "usage_last_quarter",
+              "L_over_steps"):
     assert a[key] == b[key], key
 
 

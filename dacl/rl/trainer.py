@@ -94,6 +94,15 @@ def offload_scores(sampler, examples, spec, router, config, tok, seed, tau):
   return np.exp(lp[:, 0]), "policy_marker"
 
 
+def local_scores(sampler, task, examples, config, tok, seed) -> np.ndarray:
+  """Greedy local answers (offload marker banned) scored per held-out problem, [n]."""
+  out = sampler([format_prompt(tok, e.prompt, config.task_chat) for e in examples],
+                jax.random.key(seed), SamplingParams(
+                    max_new_tokens=config.rl.max_new_tokens, temperature=0.0,
+                    marker_ids=marker_ids(config, tok), ban_marker=True))
+  return np.asarray(task.score_many(out.texts, examples), np.float64)
+
+
 def evaluate_collab(sampler, task, examples, spec, bridge, tau, router, config, tok, seed,
                     offload_report: bool = False):
   """Greedy evaluation on held-out examples: R (with collaboration), R_cap (hard budget cap τ),
@@ -107,19 +116,16 @@ def evaluate_collab(sampler, task, examples, spec, bridge, tau, router, config, 
   fmt = lambda p: format_prompt(tok, p, config.task_chat)
   prompts = [fmt(e.prompt) for e in examples]
   mk = marker_ids(config, tok)
-  gen = lambda allow, key: sampler(prompts, jax.random.key(key), SamplingParams(
-      max_new_tokens=config.rl.max_new_tokens, temperature=0.0, marker_ids=mk,
-      ban_marker=not allow))
-  local = gen(False, seed)
-  local_scores = np.array(task.score_many(local.texts, examples))
+  local = local_scores(sampler, task, examples, config, tok, seed)
   n = len(examples)
   if spec.route == "policy":
-    collab = gen(True, seed)
+    collab = sampler(prompts, jax.random.key(seed), SamplingParams(
+        max_new_tokens=config.rl.max_new_tokens, temperature=0.0, marker_ids=mk))
     offload = (collab.stop_reason == STOP_MARKER) | np.array(
         [marker_text(config, tok) in t for t in collab.texts])
     own = np.where(offload, 0.0, task.score_many(collab.texts, examples))
   else:
-    own = local_scores
+    own = local
     if spec.route == "random":
       offload = np.random.default_rng([seed, 99]).random(n) < tau
     elif spec.route == "router":
@@ -138,12 +144,12 @@ def evaluate_collab(sampler, task, examples, spec, bridge, tau, router, config, 
   cloud_scores[answered] = task.score_many([answers[keys[i]].text for i in answered],
                                            [examples[i] for i in answered])
   ok = offload & ~np.isnan(cloud_scores)   # offloaded and answered (not faulted)
-  R = np.where(ok, np.nan_to_num(cloud_scores), np.where(offload, local_scores, own))
+  R = np.where(ok, np.nan_to_num(cloud_scores), np.where(offload, local, own))
   cap = int(np.floor(tau * n))
   within = np.cumsum(offload) <= cap
-  R_cap = np.where(ok & within, np.nan_to_num(cloud_scores), np.where(offload, local_scores, own))
+  R_cap = np.where(ok & within, np.nan_to_num(cloud_scores), np.where(offload, local, own))
   U_cap = (offload & within).mean()
-  out = {"R": float(R.mean()), "R_cap": float(R_cap.mean()), "L": float(local_scores.mean()),
+  out = {"R": float(R.mean()), "R_cap": float(R_cap.mean()), "L": float(local.mean()),
          "U": float(offload.mean()), "U_ok": float(ok.mean()), "U_cap": float(U_cap)}
   if offload_report:
     before, cached = dict(bridge.stats), {k for k in keys if k in bridge.cache}
@@ -155,12 +161,12 @@ def evaluate_collab(sampler, task, examples, spec, bridge, tau, router, config, 
     for k in keys:
       if k not in cached:
         bridge.cache.pop(k, None)
-    cloud_all = local_scores.astype(float).copy()   # a faulted answer scores as the local one
+    cloud_all = local.astype(float).copy()   # a faulted answer scores as the local one
     got = [i for i, k in enumerate(keys) if every[k].ok]
     cloud_all[got] = task.score_many([every[keys[i]].text for i in got], [examples[i] for i in got])
     score, source = offload_scores(sampler, examples, spec, router, config, tok, seed, tau)
-    out.update(offload_score=source, offload_auroc=cm.auroc(score, local_scores < 1),
-               acc_at_budget=cm.acc_at_budget(local_scores, cloud_all, score, tau),
+    out.update(offload_score=source, offload_auroc=cm.auroc(score, local < 1),
+               acc_at_budget=cm.acc_at_budget(local, cloud_all, score, tau),
                cloud_all=[float(x) for x in cloud_all])
   bridge.forget(keys)
   return out
@@ -244,14 +250,15 @@ def run_one(config, run_dir, algo_name, seed, shared_dir) -> dict:
     probe = dataclasses.replace(spec, route="never")
     rec["init_local"], rec["init_score"] = [], []
     for j in range(K):
-      loc = sampler([fmt(e.prompt) for e in eval_sets[j]], jax.random.key(seed), SamplingParams(
-          max_new_tokens=rc.max_new_tokens, temperature=0.0, marker_ids=mk, ban_marker=True))
-      rec["init_local"].append([float(x) for x in tasks[j].score_many(loc.texts, eval_sets[j])])
+      loc = local_scores(sampler, tasks[j], eval_sets[j], config, tok, seed)
+      rec["init_local"].append([float(x) for x in loc])
       score, _ = offload_scores(sampler, eval_sets[j], probe, None, config, tok, seed, tau)
       rec["init_score"].append([float(x) for x in score])
     rec["L_init"] = [float(np.mean(x)) for x in rec["init_local"]]
     rec["offload_auroc_init"] = [cm.auroc(sc, np.asarray(lo) < 1)
                                  for lo, sc in zip(rec["init_local"], rec["init_score"])]
+  rec.setdefault("L_over_steps", [[0, rec["L_init"]]])
+  every = int(config.stream.get("local_eval_every", 0))
 
   total = sum(steps) if spec.train else 0
   bar = progress(total, initial=min(rec["global_step"], total), desc=f"{algo_name} s{seed}")
@@ -348,6 +355,13 @@ def run_one(config, run_dir, algo_name, seed, shared_dir) -> dict:
             "cloud_retries": bridge.summary().get("backend_retries", 0), "steps_per_s": config.train.log_every / max(dt, 1e-9),
             "tokens_per_s": float(ro.mask.sum()) * config.train.log_every / max(dt, 1e-9)})
         bar.set_postfix(task=k, r=f"{ro.reward.mean():.2f}", c=f"{usage:.2f}", lam=f"{rec['lam']:.2f}")
+      if every and (gstep % every == 0 or s == n_steps):
+        # L over steps (every task's held-out set): what RL does to the local model, and when
+        L_now = [float(local_scores(sampler, tasks[j], eval_sets[j], config, tok, seed).mean())
+                 for j in range(K)]
+        rec["L_over_steps"].append([gstep, L_now])
+        writer.write(gstep, {"task": tasks[k].name, "event": "local_eval",
+                             **{f"L_{tasks[j].name}": L_now[j] for j in range(K)}})
       if ckpt.should_save(gstep):
         save(gstep)
     # end of task k: evaluate every task
@@ -379,7 +393,8 @@ def run_one(config, run_dir, algo_name, seed, shared_dir) -> dict:
       "post_switch_local": [p["L"] for p in ps],
       "post_switch_train_reward": cm.post_switch_accuracy(rec["step_rewards"], m_first),
       "usage_last_quarter": cm.usage_last_quarter(rec["step_usage"]),
-      "L_init": rec["L_init"], "offload_auroc": rec["offload_auroc"],
+      "L_init": rec["L_init"], "L_over_steps": rec.get("L_over_steps", []),
+      "offload_auroc": rec["offload_auroc"],
       "acc_at_budget": rec["acc_at_budget"], "offload_score": rec["offload_score"][0],
       "offload_auroc_init": rec["offload_auroc_init"],
       "acc_at_budget_init": rec["acc_at_budget_init"],
@@ -420,6 +435,10 @@ def aggregate(per_seed: list) -> dict:
     out[key] = [None if any(v is None for v in c) else
                 {f: float(np.mean([v[f] for v in c])) for f in ("policy", "random", "oracle")}
                 for c in cols]
+  curves = [r.get("L_over_steps") or [] for r in per_seed]
+  if curves[0] and all([p[0] for p in c] == [p[0] for p in curves[0]] for c in curves):
+    out["L_over_steps"] = [[p[0], np.mean([c[i][1] for c in curves], axis=0).round(4).tolist()]
+                           for i, p in enumerate(curves[0])]
   out["offload_score"] = per_seed[0]["offload_score"]
   out["cloud_calls_sum"] = int(sum(r["cloud_calls"] for r in per_seed))
   usage = [r.get("cloud_usage") or {} for r in per_seed]

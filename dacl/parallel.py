@@ -21,15 +21,32 @@ RULES = {"vocab": "tensor", "embed": "fsdp", "q_heads": "tensor", "kv_heads": "t
          "mlp": "tensor", "layers": None, None: None}
 
 
+def distributed_init_kwargs(env=None):
+  """The jax.distributed.initialize keyword arguments the environment asks for, or None for a
+  single-process run.
+
+  DACL_COORDINATOR=host:port with DACL_NUM_PROCESSES and DACL_PROCESS_ID: explicit (local
+    multi-process runs, launch/local_multiprocess.sh).
+  DACL_DISTRIBUTED=auto (or JAX_NUM_PROCESSES > 1): no arguments, so JAX detects the cluster
+    itself (TPU pod slices, SLURM via srun; launch/tpu_pod.sh, launch/gpu_slurm.sbatch)."""
+  env = os.environ if env is None else env
+  if env.get("DACL_COORDINATOR"):
+    missing = [k for k in ("DACL_NUM_PROCESSES", "DACL_PROCESS_ID") if not env.get(k)]
+    if missing:
+      raise ValueError(f"DACL_COORDINATOR is set but {', '.join(missing)} is not")
+    return dict(coordinator_address=env["DACL_COORDINATOR"],
+                num_processes=int(env["DACL_NUM_PROCESSES"]),
+                process_id=int(env["DACL_PROCESS_ID"]))
+  if env.get("DACL_DISTRIBUTED", "").lower() == "auto" or \
+      int(env.get("JAX_NUM_PROCESSES", "1")) > 1:
+    return {}
+  return None
+
+
 def maybe_initialize_distributed() -> None:
   """Call jax.distributed.initialize() when launched as one of several processes."""
-  if int(os.environ.get("DACL_NUM_PROCESSES", os.environ.get("JAX_NUM_PROCESSES", "1"))) > 1 \
-      or os.environ.get("DACL_COORDINATOR"):
-    kw = {}
-    if os.environ.get("DACL_COORDINATOR"):
-      kw = dict(coordinator_address=os.environ["DACL_COORDINATOR"],
-                num_processes=int(os.environ["DACL_NUM_PROCESSES"]),
-                process_id=int(os.environ["DACL_PROCESS_ID"]))
+  kw = distributed_init_kwargs()
+  if kw is not None:
     jax.distributed.initialize(**kw)
 
 
@@ -61,6 +78,19 @@ def param_shardings(state: nnx.State, mesh: Mesh, rules=RULES):
       return NamedSharding(mesh, P())
     return NamedSharding(mesh, _spec(axes, shape, mesh, rules))
   return jax.tree.map(f, state, is_leaf=lambda x: isinstance(x, nnx.Variable))
+
+
+def state_shardings(tree, mesh: Mesh, rules=RULES):
+  """Shardings of a whole train state (parameters, optimizer moments, step, RNG): every
+  nnx.Variable by its logical axes (optax moments keep the parameters' metadata), everything
+  else replicated. A prefix tree of `tree`, usable for device_put, jit out_shardings and
+  Orbax restore targets."""
+  return param_shardings(tree, mesh, rules)
+
+
+def place(tree, mesh: Mesh, rules=RULES):
+  """device_put a host or single-device tree onto the mesh by `state_shardings`."""
+  return jax.device_put(tree, state_shardings(tree, mesh, rules))
 
 
 def batch_sharding(mesh: Mesh, ndim: int, batch_axis: int = 0) -> NamedSharding:

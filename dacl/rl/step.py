@@ -10,7 +10,7 @@ import optax
 from flax import nnx
 
 from dacl.rl import kernels
-from dacl.train.sft import TrainState, token_logprobs
+from dacl.train.sft import TrainState, jit_state_step, token_logprobs
 
 
 @functools.partial(jax.jit, static_argnames=("scale", "shaped"))
@@ -26,13 +26,14 @@ def compute_advantages(reward, cost, lam, gamma, *, scale: str = "none", shaped:
 
 
 def make_rl_step(graphdef, tx, *, eps_low=0.2, eps_high=None, beta=0.0,
-                 aggregation="token-mean", ban_id: int = -1):
+                 aggregation="token-mean", ban_id: int = -1, state_shardings=None):
   """(state, batch, ref_params) -> (state, metrics); batch fields [A, b, ...], adv [A, b].
 
   ban_id >= 0: the rollouts were sampled with that token banned (the offload marker, for routes
   where the policy may not offload), so the policy being optimised is the banned one: its
   log-probs renormalise over the other tokens, as the sampler's old_logp do. Without this the
-  on-policy ratio was 1 − p(marker) instead of 1 and clipped some updates at step one."""
+  on-policy ratio was 1 − p(marker) instead of 1 and clipped some updates at step one.
+  state_shardings: as in `dacl.train.sft.make_train_step` (the state's layout on a mesh)."""
 
   def policy_logits(p, mb):
     logits, _ = nnx.merge(graphdef, p)(mb["tokens"], mb["positions"], mb["mask"])
@@ -67,4 +68,4 @@ def make_rl_step(graphdef, tx, *, eps_low=0.2, eps_high=None, beta=0.0,
                "grad_norm": optax.tree.norm(grads), "loss_tokens": dsum}
     return TrainState(params, opt_state, state.step + 1, state.rng), metrics
 
-  return jax.jit(step, donate_argnums=0)
+  return jit_state_step(step, state_shardings)

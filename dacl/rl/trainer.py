@@ -54,7 +54,7 @@ def _micro(batch: dict, accum: int) -> dict:
   return {k: v.reshape(accum, v.shape[0] // accum, *v.shape[1:]) for k, v in batch.items()}
 
 
-def warm_start(config, workdir, model, tok, pools, seed):
+def warm_start(config, workdir, model, tok, pools, seed, mesh=None):
   """SFT on every task's demonstrations (`pools`: one train-split pool per task), a fraction
   replaced by the offload marker. Resumable; returns the trained parameters (nnx.State)."""
   wc = config.warmstart
@@ -72,7 +72,7 @@ def warm_start(config, workdir, model, tok, pools, seed):
   state = fit(graphdef, state, tx,
               lambda i: make_sft_batch(stream.batch(i), tok, wc.seq_len, chat=config.task_chat),
               wc.steps, os.path.join(workdir, "checkpoints"), desc=f"warm-start SFT (seed {seed})",
-              record={"phase": "warmstart", "seed": seed})
+              record={"phase": "warmstart", "seed": seed}, mesh=mesh)
   return graphdef, state.params
 
 
@@ -189,15 +189,18 @@ def run_one(config, run_dir, algo_name, seed, shared_dir) -> dict:
   if len(steps) != len(tasks):
     raise ValueError(f"stream.steps has {len(steps)} entries for {len(tasks)} tasks")
   K = len(tasks)
+  mesh = parallel.make_mesh(tuple(config.mesh.shape) or None)
   graphdef, params0 = warm_start(
       config, os.path.join(shared_dir, f"warmstart_s{seed}"), model, tok,
       [sd.warmstart_pool(t, config.warmstart.examples_per_task, seed)
-       for t in sd.warmstart_tasks(config, tasks)], seed)
+       for t in sd.warmstart_tasks(config, tasks)], seed, mesh)
   model = nnx.merge(graphdef, params0)
   oc = config.optim
   tx = make_optimizer(rc.lr, sum(steps), rc.warmup_steps, oc.weight_decay, oc.b1, oc.b2,
                       oc.clip_norm, 1.0)
   graphdef, state = init_train_state(model, tx, seed)
+  shardings = parallel.state_shardings(state, mesh)   # parameters and moments by the axis rules
+  state = jax.device_put(state, shardings)
   if str(rc.get("kl_anchor", "warmstart")) not in ("warmstart", "previous_task"):
     raise ValueError(f"rl.kl_anchor must be 'warmstart' or 'previous_task', got {rc.kl_anchor!r}")
   # rl.kl_anchor = "warmstart": a copy, since the train state shares (and donates) params0's buffers
@@ -228,7 +231,8 @@ def run_one(config, run_dir, algo_name, seed, shared_dir) -> dict:
   mk = marker_ids(config, tok)
   rl_step = make_rl_step(graphdef, tx, eps_low=rc.eps_low, eps_high=rc.eps_high or None,
                          beta=rc.beta, aggregation=rc.aggregation,
-                         ban_id=mk[0] if (spec.route != "policy" and len(mk) == 1) else -1)
+                         ban_id=mk[0] if (spec.route != "policy" and len(mk) == 1) else -1,
+                         state_shardings=shardings)
   B, G = rc.batch_prompts, rc.group
 
   def refresh_sampler():
@@ -325,7 +329,8 @@ def run_one(config, run_dir, algo_name, seed, shared_dir) -> dict:
       P = next_bucket(max(len(p) for p in ro.prompt_ids), sampler.min_bucket)
       batch = training_batch(ro, G, tok.pad_id, P)
       batch["adv"] = np.asarray(adv, np.float32).reshape(-1)
-      state, m = rl_step(state, _micro(batch, rc.grad_accum), ref_params)
+      state, m = rl_step(state, parallel.shard_batch(_micro(batch, rc.grad_accum), mesh, 1),
+                         ref_params)
       refresh_sampler()
       usage = float(ro.cost.mean())   # attempted offloads, answered or faulted: what λ sees
       if spec.dual:
@@ -449,7 +454,7 @@ def aggregate(per_seed: list) -> dict:
 
 def run_dagrpo(config, workdir: str) -> dict:
   os.makedirs(workdir, exist_ok=True)
-  parallel.make_mesh(tuple(config.mesh.shape) or None)
+  parallel.make_mesh(tuple(config.mesh.shape) or None)   # a bad mesh shape fails before any work
   tasks = [build_task(t) for t in config.stream.tasks]
   results = {"tasks": [t.name for t in tasks],
              "warmstart_tasks": [t.name for t in sd.warmstart_tasks(config, tasks)],

@@ -84,11 +84,15 @@ def sft_loss(graphdef, params, batch, loss_chunk: int = 0):
   return -(lp * w).sum(), w.sum()
 
 
-def make_train_step(graphdef, tx: optax.GradientTransformation, loss_fn=sft_loss):
+def make_train_step(graphdef, tx: optax.GradientTransformation, loss_fn=sft_loss,
+                    state_shardings=None):
   """A jitted (state, batch) -> (state, metrics) with the state donated.
 
   batch fields are [A, b, T]: A micro-batches whose gradients of the *summed* loss are
   accumulated, then divided by the total denominator, so the update equals the full-batch mean.
+  state_shardings (`dacl.parallel.state_shardings`): the new state keeps the input's layout on
+  the mesh (FSDP / tensor-parallel parameters and optimizer state), so step after step reuses
+  one compiled program; the batch is sharded by the caller (`parallel.shard_batch`).
   """
 
   def step(state: TrainState, batch):
@@ -106,27 +110,45 @@ def make_train_step(graphdef, tx: optax.GradientTransformation, loss_fn=sft_loss
     metrics = {"loss": lsum / denom, "grad_norm": optax.tree.norm(grads), "tokens": dsum}
     return TrainState(params, opt_state, state.step + 1, state.rng), metrics
 
-  return jax.jit(step, donate_argnums=0)
+  return jit_state_step(step, state_shardings)
+
+
+def jit_state_step(step, state_shardings=None):
+  """jax.jit of a (state, ...) -> (state, metrics) step with the state donated and, on a mesh,
+  the output state pinned to the input state's shardings."""
+  if state_shardings is None:
+    return jax.jit(step, donate_argnums=0)
+  return jax.jit(step, donate_argnums=0, out_shardings=(state_shardings, None))
 
 
 def fit(graphdef, state: TrainState, tx, batch_fn, steps: int, ckpt_dir: str, *, desc: str,
-        record: dict = None, save_every: int = 0, postfix_every: int = 50) -> TrainState:
+        record: dict = None, save_every: int = 0, postfix_every: int = 50,
+        mesh=None) -> TrainState:
   """A resumable SFT phase: `steps` updates on batch_fn(i) (0-based step -> numpy batch dict
   [b, T]), checkpointed in ckpt_dir every `save_every` steps and at the end. A finished phase
   is restored, not rerun; batches depend only on i, so a resumed phase equals an uninterrupted
-  one."""
+  one. mesh: the state is placed by the logical-axis rules and batches split over
+  ('data', 'fsdp')."""
+  from dacl import parallel
   from dacl.metrics import progress
   from dacl.train.checkpoint import Checkpointer
+  shardings = None
+  put = lambda b: b
+  if mesh is not None:
+    shardings = parallel.state_shardings(state, mesh)
+    state = jax.device_put(state, shardings)
+    put = lambda b: parallel.shard_batch(b, mesh, batch_axis=1)
   ck = Checkpointer(ckpt_dir, save_every or steps, 1)
   start = 0
   if ck.latest_step() is not None:
     state, _, start = ck.restore(state)
   if start < steps:
-    step_fn = make_train_step(graphdef, tx)
+    step_fn = make_train_step(graphdef, tx, state_shardings=shardings)
     bar = progress(steps, initial=start, desc=desc)
     for s in range(start + 1, steps + 1):
       raw = batch_fn(s - 1)
-      state, m = step_fn(state, {k: v[None] for k, v in raw.items() if isinstance(v, np.ndarray)})
+      state, m = step_fn(state, put({k: v[None] for k, v in raw.items()
+                                     if isinstance(v, np.ndarray)}))
       bar.update(1)
       if s % postfix_every == 0:
         bar.set_postfix(loss=f"{float(m['loss']):.3f}")

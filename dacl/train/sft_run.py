@@ -45,7 +45,8 @@ def run_sft(config, workdir: str) -> dict:
   tx = make_optimizer(oc.lr, tc.steps, oc.warmup_steps, oc.weight_decay, oc.b1, oc.b2,
                       oc.clip_norm, oc.end_lr_ratio)
   graphdef, state = init_train_state(model, tx, config.seed)
-  state = jax.device_put(state, jax.tree.map(lambda _: parallel.NamedSharding(mesh, parallel.P()), state))
+  shardings = parallel.state_shardings(state, mesh)   # FSDP / tensor axes by the logical rules
+  state = jax.device_put(state, shardings)
   ckpt = Checkpointer(os.path.join(workdir, "checkpoints"), tc.save_every, tc.keep)
   writer = MetricsWriter(workdir)
   start = 0
@@ -53,7 +54,8 @@ def run_sft(config, workdir: str) -> dict:
     state, record, start = ckpt.restore(state)
     log.info("resumed from %s/checkpoints/%d (data position %s)", workdir, start, record["data_position"])
     writer.truncate_after(start)
-  step_fn = make_train_step(graphdef, tx, functools.partial(sft_loss, loss_chunk=int(tc.loss_chunk)))
+  step_fn = make_train_step(graphdef, tx, functools.partial(sft_loss, loss_chunk=int(tc.loss_chunk)),
+                            state_shardings=shardings)
   sampler = Sampler(nnx.merge(graphdef, state.params), tok,
                     max_cache_len=config.model.max_seq_len)
 

@@ -1,0 +1,135 @@
+"""Run by tests/test_sharding.py in a fresh process with 8 emulated CPU devices (the device count
+is fixed when JAX starts, so it cannot run inside the pytest worker). Prints one JSON object.
+
+For each mesh shape: two SFT steps and two GRPO steps with the state placed by the logical-axis
+rules and the batch over ('data', 'fsdp'), and a greedy sample from the sharded parameters,
+against the same computations on one device; the per-device shard shapes of a few parameters;
+the jit cache sizes after the steps (one compile per step function); and an Orbax checkpoint
+saved on the first mesh and restored onto (2, 2, 2).
+"""
+import json
+import os
+import sys
+import tempfile
+
+os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") +
+                           " --xla_force_host_platform_device_count=8").strip()
+os.environ["JAX_PLATFORMS"] = "cpu"
+
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
+from flax import nnx  # noqa: E402
+
+from dacl import parallel  # noqa: E402
+from dacl.models.config import get_preset  # noqa: E402
+from dacl.models.decoder import create_model  # noqa: E402
+from dacl.rl.step import make_rl_step  # noqa: E402
+from dacl.sampling import Sampler, SamplingParams  # noqa: E402
+from dacl.tokenizers import ByteTokenizer  # noqa: E402
+from dacl.train.checkpoint import Checkpointer  # noqa: E402
+from dacl.train.sft import init_train_state, make_optimizer, make_train_step  # noqa: E402
+
+MESHES = [(8, 1, 1), (2, 4, 1), (2, 2, 2), (1, 1, 8)]
+SHOWN = {"embed": ("embed",), "wq": ("layers", 0, "wq"), "wk": ("layers", 0, "wk"),
+         "w_down": ("layers", 0, "w_down")}
+
+
+def batches(rows=8, T=16, seed=0):
+  r = np.random.default_rng(seed)
+  tokens = r.integers(3, 200, (1, rows, T)).astype(np.int32)
+  mask = np.ones((1, rows, T), bool)
+  mask[:, ::3, -4:] = False
+  sft = {"tokens": tokens, "targets": np.roll(tokens, -1, -1), "mask": mask,
+         "loss_mask": mask & (np.arange(T) >= 4)}
+  rl = dict(sft, positions=np.broadcast_to(np.arange(T, dtype=np.int32), tokens.shape).copy(),
+            old_logp=-r.random((1, rows, T)).astype(np.float32) * 3,
+            adv=r.normal(size=(1, rows)).astype(np.float32))
+  return sft, rl
+
+
+def leaf(params, path):
+  x = params
+  for p in path:
+    x = x[p]
+  return x[...] if isinstance(x, nnx.Variable) else x
+
+
+def flat(params):
+  return np.concatenate([np.asarray(x).ravel() for x in jax.tree.leaves(params)])
+
+
+def run(mesh_shape):
+  """(losses, params, tokens, shard shapes, cache sizes) on a mesh, or one device for None."""
+  model = create_model(get_preset("tiny"), seed=0)
+  tok = ByteTokenizer()
+  tx = make_optimizer(1e-2, 10)
+  graphdef, state = init_train_state(model, tx, 0)
+  sft_b, rl_b = batches()
+  if mesh_shape is None:
+    mesh, sh = None, None
+    put = lambda b: b
+  else:
+    mesh = parallel.make_mesh(mesh_shape)
+    sh = parallel.state_shardings(state, mesh)
+    state = jax.device_put(state, sh)
+    put = lambda b: parallel.shard_batch(b, mesh, batch_axis=1)
+  out = {"sft_loss": [], "rl_loss": []}
+  sft_step = make_train_step(graphdef, tx, state_shardings=sh)
+  for _ in range(2):
+    state, m = sft_step(state, put(sft_b))
+    out["sft_loss"].append(float(m["loss"]))
+  rl_step = make_rl_step(graphdef, tx, state_shardings=sh)
+  for _ in range(2):
+    state, m = rl_step(state, put(rl_b), None)
+    out["rl_loss"].append(float(m["loss"]))
+  out["jit_cache"] = [sft_step._cache_size(), rl_step._cache_size()]
+  out["params"] = flat(state.params)
+  out["shards"] = {k: [list(s.data.shape) for s in leaf(state.params, p).addressable_shards][:1]
+                   + [str(getattr(leaf(state.params, p).sharding, "spec", None))]
+                   for k, p in SHOWN.items()}
+  sampler = Sampler(nnx.merge(graphdef, state.params), tok, max_cache_len=64)
+  prompts = [f"{a}+{b}=" for a, b in zip(range(10, 18), range(40, 48))]
+  res = sampler(prompts, jax.random.key(0), SamplingParams(max_new_tokens=8, temperature=0.0))
+  out["tokens"] = np.asarray(res.tokens).tolist()
+  return out, (graphdef, state, mesh)
+
+
+def main():
+  ref, _ = run(None)
+  report = {"devices": jax.device_count(), "meshes": {}}
+  saved = None
+  for shape in MESHES:
+    got, (graphdef, state, mesh) = run(shape)
+    report["meshes"][str(shape)] = {
+        "sft_loss_diff": max(abs(a - b) for a, b in zip(got["sft_loss"], ref["sft_loss"])),
+        "rl_loss_diff": max(abs(a - b) for a, b in zip(got["rl_loss"], ref["rl_loss"])),
+        "param_diff": float(np.max(np.abs(got["params"] - ref["params"]))),
+        "tokens_equal": got["tokens"] == ref["tokens"],
+        "shards": got["shards"], "jit_cache": got["jit_cache"]}
+    if saved is None:   # save on the first mesh, restore onto (2, 2, 2) below
+      saved = tempfile.mkdtemp()
+      ck = Checkpointer(saved, 1, 1)
+      ck.save(2, state, {"mesh": list(shape)})
+      ck.close()
+      saved_params = got["params"]
+  # restore onto another mesh shape: the abstract target carries the new shardings
+  model = create_model(get_preset("tiny"), seed=1)
+  tx = make_optimizer(1e-2, 10)
+  graphdef, target = init_train_state(model, tx, 1)
+  mesh = parallel.make_mesh((2, 2, 2))
+  target = jax.device_put(target, parallel.state_shardings(target, mesh))
+  ck = Checkpointer(saved, 1, 1)
+  restored, record, step = ck.restore(target)
+  ck.close()
+  wq = leaf(restored.params, SHOWN["wq"])
+  report["restore"] = {
+      "from": record["mesh"], "step": step,
+      "param_diff": float(np.max(np.abs(flat(restored.params) - saved_params))),
+      "wq_spec": str(wq.sharding.spec), "wq_shard": list(wq.addressable_shards[0].data.shape),
+      "mesh": dict(wq.sharding.mesh.shape)}
+  json.dump(report, sys.stdout)
+
+
+if __name__ == "__main__":
+  main()

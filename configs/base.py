@@ -10,6 +10,8 @@ def get_base() -> ml_collections.ConfigDict:
       preset="tiny",          # dacl/models/config.py PRESETS
       weights="",             # HF dir, .gguf path or "smollm2-135m-instruct"; overrides preset
       dtype="float32", param_dtype="float32",
+      decode_dtype="float32",  # serving and `dacl eval`: "float32", "bfloat16" or "int8"
+                               # (weight-only, per-channel; dacl/models/quant.py)
       max_seq_len=256))       # KV cache / sequence limit
   c.task = ml_collections.ConfigDict(dict(
       name="chain_sum", prompt_format="expression", path="", chat=False,

@@ -43,6 +43,9 @@ class ModelConfig:
   dtype: str = "float32"       # compute dtype; logits are always float32
   max_seq_len: int = 2048
   init_std: float = 0.02
+  # "int8": weight-only int8 matmul weights and embedding, one f32 scale per output channel
+  # (per vocabulary row for the embedding / LM head); made by dacl.models.quant.for_decode.
+  weight_quant: str = ""
 
   def __post_init__(self):
     if self.n_heads % self.n_kv_heads:
@@ -50,6 +53,8 @@ class ModelConfig:
     if self.head_dim % 2:
       raise ValueError(f"head_dim={self.head_dim} must be even for RoPE")
     as_dtype(self.param_dtype), as_dtype(self.dtype)
+    if self.weight_quant not in ("", "int8"):
+      raise ValueError(f"weight_quant must be '' or 'int8', got {self.weight_quant!r}")
     if isinstance(self.rope_scaling, dict):
       object.__setattr__(self, "rope_scaling", tuple(sorted(self.rope_scaling.items())))
 
@@ -109,6 +114,9 @@ PRESETS: dict[str, ModelConfig] = {
     "qwen2p5_1p5b": ModelConfig(vocab_size=151936, d_model=1536, n_layers=28, n_heads=12, n_kv_heads=2,
                                 head_dim=128, ffn_dim=8960, rope_theta=1000000.0, norm_eps=1e-6,
                                 qkv_bias=True, tie_embeddings=True, max_seq_len=32768),
+    "qwen2p5_7b": ModelConfig(vocab_size=152064, d_model=3584, n_layers=28, n_heads=28, n_kv_heads=4,
+                              head_dim=128, ffn_dim=18944, rope_theta=1000000.0, norm_eps=1e-6,
+                              qkv_bias=True, tie_embeddings=False, max_seq_len=32768),
     "qwen3_0p6b": ModelConfig(vocab_size=151936, d_model=1024, n_layers=28, n_heads=16, n_kv_heads=8,
                               head_dim=128, ffn_dim=3072, rope_theta=1000000.0, norm_eps=1e-6,
                               qk_norm=True, tie_embeddings=True, max_seq_len=40960),

@@ -94,6 +94,26 @@ def _param(rngs, shape, axes, dtype, std=None, value=None):
   return nnx.Param(arr, logical_axes=axes)
 
 
+def _weight(module, name, rngs, shape, axes, dtype, std, scale_axis):
+  """A matmul weight; with cfg.weight_quant == "int8", zeros in int8 plus `<name>_scale`
+  ([shape[scale_axis]] f32 ones), to be filled by dacl.models.quant.quantize_state."""
+  if module.cfg.weight_quant == "int8":
+    setattr(module, name, nnx.Param(jnp.zeros(shape, jnp.int8), logical_axes=axes))
+    setattr(module, name + "_scale", nnx.Param(jnp.ones((shape[scale_axis],), jnp.float32),
+                                               logical_axes=(axes[scale_axis],)))
+  else:
+    setattr(module, name, _param(rngs, shape, axes, dtype, std=std))
+
+
+def _matmul(module, x, name):
+  """x @ W in the compute dtype; an int8 W is scaled per output channel after the matmul."""
+  dt = as_dtype(module.cfg.dtype)
+  y = x @ getattr(module, name)[...].astype(dt)
+  if module.cfg.weight_quant == "int8":
+    y = y * getattr(module, name + "_scale")[...].astype(dt)
+  return y
+
+
 class Block(nnx.Module):
   """Pre-norm transformer block: GQA attention (RoPE, optional qkv bias / q-k norm) + SwiGLU.
 
@@ -107,10 +127,10 @@ class Block(nnx.Module):
     Dm, F = cfg.d_model, cfg.ffn_dim
     q, kv = cfg.n_heads * cfg.head_dim, cfg.n_kv_heads * cfg.head_dim
     out_std = s / math.sqrt(2 * cfg.n_layers)
-    self.wq = _param(rngs, (Dm, q), ("embed", "q_heads"), pd, std=s)
-    self.wk = _param(rngs, (Dm, kv), ("embed", "kv_heads"), pd, std=s)
-    self.wv = _param(rngs, (Dm, kv), ("embed", "kv_heads"), pd, std=s)
-    self.wo = _param(rngs, (q, Dm), ("q_heads", "embed"), pd, std=out_std)
+    _weight(self, "wq", rngs, (Dm, q), ("embed", "q_heads"), pd, s, 1)
+    _weight(self, "wk", rngs, (Dm, kv), ("embed", "kv_heads"), pd, s, 1)
+    _weight(self, "wv", rngs, (Dm, kv), ("embed", "kv_heads"), pd, s, 1)
+    _weight(self, "wo", rngs, (q, Dm), ("q_heads", "embed"), pd, out_std, 1)
     if cfg.qkv_bias:
       self.bq = _param(rngs, (q,), ("q_heads",), pd, value=0.0)
       self.bk = _param(rngs, (kv,), ("kv_heads",), pd, value=0.0)
@@ -120,9 +140,9 @@ class Block(nnx.Module):
       self.k_norm = _param(rngs, (cfg.head_dim,), (None,), pd, value=1.0)
     self.attn_norm = _param(rngs, (Dm,), (None,), pd, value=1.0)
     self.mlp_norm = _param(rngs, (Dm,), (None,), pd, value=1.0)
-    self.w_gate = _param(rngs, (Dm, F), ("embed", "mlp"), pd, std=s)
-    self.w_up = _param(rngs, (Dm, F), ("embed", "mlp"), pd, std=s)
-    self.w_down = _param(rngs, (F, Dm), ("mlp", "embed"), pd, std=out_std)
+    _weight(self, "w_gate", rngs, (Dm, F), ("embed", "mlp"), pd, s, 1)
+    _weight(self, "w_up", rngs, (Dm, F), ("embed", "mlp"), pd, s, 1)
+    _weight(self, "w_down", rngs, (F, Dm), ("mlp", "embed"), pd, out_std, 1)
 
   def __call__(self, x, positions, inv_freq, attn_ok, kc=None, vc=None, index=None, kv_len=None):
     """x [B,T,d] -> (x, kc, vc). kc/vc [B,S,K,D] are this layer's cache (None: no cache);
@@ -131,9 +151,9 @@ class Block(nnx.Module):
     dt = as_dtype(cfg.dtype)
     B, T, _ = x.shape
     h = rms_norm(x, self.attn_norm[...], cfg.norm_eps)
-    q = h @ self.wq[...].astype(dt)
-    k = h @ self.wk[...].astype(dt)
-    v = h @ self.wv[...].astype(dt)
+    q = _matmul(self, h, "wq")
+    k = _matmul(self, h, "wk")
+    v = _matmul(self, h, "wv")
     if cfg.qkv_bias:
       q = q + self.bq[...].astype(dt)
       k = k + self.bk[...].astype(dt)
@@ -150,10 +170,10 @@ class Block(nnx.Module):
       kc, vc = _write_cache(kc, k, index), _write_cache(vc, v, index)
       k, v = (kc, vc) if kv_len is None else (kc[:, :kv_len], vc[:, :kv_len])
     out = _gqa_attention(q, k, v, attn_ok, cfg)
-    x = x + out.reshape(B, T, -1) @ self.wo[...].astype(dt)
+    x = x + _matmul(self, out.reshape(B, T, -1), "wo")
     h = rms_norm(x, self.mlp_norm[...], cfg.norm_eps)
-    g = jax.nn.silu(h @ self.w_gate[...].astype(dt)) * (h @ self.w_up[...].astype(dt))
-    return x + g @ self.w_down[...].astype(dt), kc, vc
+    g = jax.nn.silu(_matmul(self, h, "w_gate")) * _matmul(self, h, "w_up")
+    return x + _matmul(self, g, "w_down"), kc, vc
 
 
 class Decoder(nnx.Module):
@@ -162,12 +182,13 @@ class Decoder(nnx.Module):
   def __init__(self, cfg: ModelConfig, *, rngs: nnx.Rngs):
     self.cfg = cfg
     pd = as_dtype(cfg.param_dtype)
-    self.embed = _param(rngs, (cfg.vocab_size, cfg.d_model), ("vocab", "embed"), pd, std=cfg.init_std)
+    _weight(self, "embed", rngs, (cfg.vocab_size, cfg.d_model), ("vocab", "embed"), pd,
+            cfg.init_std, 0)
     self.layers = nnx.List([Block(cfg, rngs=rngs) for _ in range(cfg.n_layers)])
     self.final_norm = _param(rngs, (cfg.d_model,), (None,), pd, value=1.0)
     if not cfg.tie_embeddings:
-      self.lm_head = _param(rngs, (cfg.d_model, cfg.vocab_size), ("embed", "vocab"), pd,
-                            std=cfg.init_std)
+      _weight(self, "lm_head", rngs, (cfg.d_model, cfg.vocab_size), ("embed", "vocab"), pd,
+              cfg.init_std, 1)
 
   def __call__(self, tokens: jax.Array, positions: Optional[jax.Array] = None,
                mask: Optional[jax.Array] = None, cache: Optional[KVCache] = None,
@@ -194,6 +215,8 @@ class Decoder(nnx.Module):
       mask = jnp.ones((B, T), bool)
     mask = mask.astype(bool)
     x = jnp.take(self.embed[...], tokens, axis=0).astype(dt)
+    if cfg.weight_quant == "int8":
+      x = x * jnp.take(self.embed_scale[...], tokens, axis=0)[..., None].astype(dt)
     inv_freq = rope_inv_freq(cfg)
     if cache is None:
       q_slot, k_slot, key_valid = jnp.arange(T)[None], jnp.arange(T), mask
@@ -224,14 +247,23 @@ class Decoder(nnx.Module):
     if return_hidden:
       return x, new_cache
     # A plain 2-D matmul: on XLA CPU the einsum with preferred_element_type took 13x longer.
-    w = self.head_weight()
-    logits = (x.reshape(B * T, -1) @ w).astype(jnp.float32).reshape(B, T, -1)
-    return logits, new_cache
+    logits = x.reshape(B * T, -1) @ self.head_weight(scaled=False)
+    if cfg.weight_quant == "int8":   # one scale per vocabulary row, after the matmul
+      logits = logits * self.head_scale().astype(dt)
+    return logits.astype(jnp.float32).reshape(B, T, -1), new_cache
 
-  def head_weight(self) -> jax.Array:
-    """The LM head as a [d_model, V] matrix in the compute dtype (the tied embedding, transposed)."""
+  def head_weight(self, scaled: bool = True) -> jax.Array:
+    """The LM head as a [d_model, V] matrix in the compute dtype (the tied embedding, transposed).
+    For int8 weights, scaled=False gives the raw int8 values cast (scale with `head_scale`)."""
     dt = as_dtype(self.cfg.dtype)
-    return self.embed[...].astype(dt).T if self.cfg.tie_embeddings else self.lm_head[...].astype(dt)
+    w = self.embed[...].astype(dt).T if self.cfg.tie_embeddings else self.lm_head[...].astype(dt)
+    if scaled and self.cfg.weight_quant == "int8":
+      w = w * self.head_scale().astype(dt)[None]
+    return w
+
+  def head_scale(self) -> jax.Array:
+    """[V] per-row scales of an int8 LM head."""
+    return self.embed_scale[...] if self.cfg.tie_embeddings else self.lm_head_scale[...]
 
 
 def _gqa_attention(q, k, v, attn_ok, cfg: ModelConfig):

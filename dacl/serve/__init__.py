@@ -36,6 +36,8 @@ def build_app(config, workdir: Optional[str] = None, collab: Optional[bool] = No
   model, tok = build_model_and_tokenizer(config.model, int(config.seed))
   if sc.checkpoint:
     model = restore_policy(model, sc.checkpoint, int(config.seed))
+  from dacl.models.quant import for_decode
+  model = for_decode(model, config.model.get("decode_dtype", "float32"))
   if sc.engine == "continuous":
     from dacl.serve.continuous import ContinuousEngine
     engine = ContinuousEngine(model, tok, slots=sc.max_batch, max_cache_len=config.model.max_seq_len,

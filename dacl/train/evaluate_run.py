@@ -27,7 +27,9 @@ def run_eval(config, workdir: str, step=None) -> dict:
   task = build_task(config.task)
   from dacl.continual.stream import eval_data_seed
   examples = task.examples("eval", config.eval.num_examples, seed=eval_data_seed(config, config.seed))
-  sampler = Sampler(nnx.merge(graphdef, state.params), tok, max_cache_len=config.model.max_seq_len)
+  from dacl.models.quant import for_decode
+  model = for_decode(nnx.merge(graphdef, state.params), config.model.get("decode_dtype", "float32"))
+  sampler = Sampler(model, tok, max_cache_len=config.model.max_seq_len)
   ev = evaluate(sampler, task, examples, batch_size=config.eval.batch_size,
                 max_new_tokens=config.eval.max_new_tokens, chat=config.task.chat, seed=config.seed)
   out = {"task": task.name, "accuracy": ev["accuracy"], "steps": int(step),
@@ -35,5 +37,6 @@ def run_eval(config, workdir: str, step=None) -> dict:
          "eval_examples": ev["n"],
          "examples": [{"prompt": p, "completion": c, "gold": g, "score": s}
                       for p, c, g, s in ev["samples"][:8]]}
+  out["decode_dtype"] = config.model.get("decode_dtype", "float32")
   write_json_atomic(os.path.join(workdir, f"eval_step{step}.json"), out)
   return out

@@ -76,6 +76,9 @@ JOBS = {
     "adaswitch": "dacl.adaswitch.job:run_adaswitch",
     "coplms": "dacl.coplms.job:run_coplms",
 }
+# jobs that run as several jax.distributed processes (launch/local_multiprocess.sh, tpu_pod.sh,
+# gpu_slurm.sbatch); the others still decide on the host per process (rollouts, cloud calls)
+MULTIPROCESS = ("sft",)
 EVALS = {
     "sft": "dacl.train.evaluate_run:run_eval",
     "rl": "dacl.rl.trainer:eval_runs",
@@ -105,10 +108,17 @@ def cmd_train(argv):
   maybe_initialize_distributed()
   from dacl.report import print_tables, write_plots
   job = _resolve(JOBS, cfg.algorithm, "dacl train")
+  import jax
+  if jax.process_count() > 1 and cfg.algorithm not in MULTIPROCESS:
+    _die(f"algorithm {cfg.algorithm!r} runs in one process (any number of local devices: "
+         f"--config.mesh.shape); multi-process runs support {sorted(MULTIPROCESS)} so far")
   try:
     results = job(cfg, fv.workdir)
   except _user_errors() as e:
     _die(str(e).splitlines()[0] if str(e) else type(e).__name__)
+  from dacl.metrics import is_primary
+  if not is_primary():   # a multi-process run reports from process 0 only
+    return
   print_tables(results)
   for p in write_plots(fv.workdir, results):
     print(f"plot: {p}")

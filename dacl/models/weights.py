@@ -80,30 +80,36 @@ def config_to_hf(cfg: ModelConfig, model_type: str = "llama") -> dict:
   return out
 
 
-def model_from_arrays(cfg: ModelConfig, get: Callable[[str, Optional[int]], np.ndarray]) -> Decoder:
+def model_from_arrays(cfg: ModelConfig, get: Callable[[str, Optional[int]], np.ndarray],
+                      mesh=None) -> Decoder:
   """A Decoder whose parameters come from `get(name, layer)` (numpy, dacl [in, out] layout).
 
   name is a dacl parameter name ("embed", "wq", ...); layer is its block index or None.
+  mesh: each tensor goes straight to its shards on the mesh (by the logical-axis rules,
+  `jax.make_array_from_callback`: a process fills only its own devices' slices), one tensor at a
+  time, so neither the host nor any device ever holds the whole checkpoint.
   """
+  from dacl import parallel
   graphdef, abstract = nnx.split(abstract_model(cfg))
-  pure = nnx.to_pure_dict(abstract)
   pd = as_dtype(cfg.param_dtype)
-
-  def fill(name, ref, layer):
+  filled = []
+  for path, var in nnx.to_flat_state(abstract):
+    name = path[-1]
+    layer = int(path[1]) if path[0] == "layers" else None
     arr = np.asarray(get(name, layer))
-    if arr.shape != tuple(ref.shape):
+    if arr.shape != tuple(var.shape):
       where = f"layer {layer} " if layer is not None else ""
-      raise ValueError(f"parameter {where}{name}: expected shape {tuple(ref.shape)}, got {arr.shape}")
-    return jnp.asarray(arr, dtype=pd)
-
-  for name, ref in list(pure.items()):
-    if name == "layers":
-      for i, block in ref.items():
-        for pname, pref in block.items():
-          block[pname] = fill(pname, pref, int(i))
+      raise ValueError(f"parameter {where}{name}: expected shape {tuple(var.shape)}, got {arr.shape}")
+    if mesh is None:
+      value = jnp.asarray(arr, dtype=pd)
     else:
-      pure[name] = fill(name, ref, None)
-  nnx.replace_by_pure_dict(abstract, pure)
+      axes = var.get_metadata().get("logical_axes") or (None,) * arr.ndim
+      sharding = parallel.NamedSharding(mesh, parallel._spec(axes, arr.shape, mesh))
+      value = jax.make_array_from_callback(arr.shape, sharding,
+                                           lambda idx, a=arr: np.asarray(a[idx], dtype=pd))
+    filled.append((path, var.replace(value)))
+    del arr
+  nnx.update(abstract, nnx.from_flat_state(filled))
   return nnx.merge(graphdef, abstract)
 
 
@@ -121,8 +127,9 @@ def _hf_getter(hf_get: Callable[[str], np.ndarray], prefix: str = "model."):
   return get
 
 
-def load_hf_dir(path: str, **overrides) -> tuple[Decoder, ModelConfig]:
-  """Load config.json + *.safetensors (single file or sharded with an index) from an HF dir."""
+def load_hf_dir(path: str, mesh=None, **overrides) -> tuple[Decoder, ModelConfig]:
+  """Load config.json + *.safetensors (single file or sharded with an index) from an HF dir;
+  mesh: straight onto its devices' shards (`model_from_arrays`)."""
   from safetensors import safe_open
   cj = os.path.join(path, "config.json")
   if not os.path.exists(cj):
@@ -153,15 +160,15 @@ def load_hf_dir(path: str, **overrides) -> tuple[Decoder, ModelConfig]:
     return t.astype(np.float32) if t.dtype != np.float32 else t
 
   try:
-    model = model_from_arrays(cfg, _hf_getter(hf_get))
+    model = model_from_arrays(cfg, _hf_getter(hf_get), mesh)
   except Exception as e:  # bf16 safetensors cannot be read as numpy; retry through torch-free path
     if "bfloat16" not in str(e) and "bf16" not in str(e).lower():
       raise
-    model = _load_bf16(path, cfg, weight_map)
+    model = _load_bf16(path, cfg, weight_map, mesh)
   return model, cfg
 
 
-def _load_bf16(path, cfg, weight_map):
+def _load_bf16(path, cfg, weight_map, mesh=None):
   """bfloat16 safetensors: read through the flax (jax) framework of safetensors."""
   from safetensors.flax import load_file
   cache = {}
@@ -172,7 +179,7 @@ def _load_bf16(path, cfg, weight_map):
       cache[fn] = load_file(os.path.join(path, fn))
     return np.asarray(cache[fn][key].astype(jnp.float32))
 
-  return model_from_arrays(cfg, _hf_getter(hf_get))
+  return model_from_arrays(cfg, _hf_getter(hf_get), mesh)
 
 
 def hf_tensors(model: Decoder) -> dict[str, np.ndarray]:
@@ -277,8 +284,9 @@ def config_from_gguf(fields: dict, **overrides) -> ModelConfig:
   return cfg.replace(**overrides) if overrides else cfg
 
 
-def load_gguf(path: str, **overrides):
-  """(Decoder, ModelConfig, HFTokenizer) from a llama-architecture GGUF file."""
+def load_gguf(path: str, mesh=None, **overrides):
+  """(Decoder, ModelConfig, HFTokenizer) from a llama-architecture GGUF file (mesh: as in
+  `model_from_arrays`)."""
   from dacl.tokenizers import HFTokenizer
   fields, tensors = read_gguf(path)
   cfg = config_from_gguf(fields)
@@ -300,7 +308,7 @@ def load_gguf(path: str, **overrides):
       w = unpermute_qk(w, cfg.n_kv_heads)
     return w.T if w.ndim == 2 else w
 
-  return model_from_arrays(cfg, get), cfg, HFTokenizer.from_gguf_fields(fields)
+  return model_from_arrays(cfg, get, mesh), cfg, HFTokenizer.from_gguf_fields(fields)
 
 
 def gguf_tokenizer(path: str):

@@ -36,7 +36,7 @@ def run_sft(config, workdir: str) -> dict:
   os.makedirs(workdir, exist_ok=True)
   tc, oc, ec = config.train, config.optim, config.eval
   mesh = parallel.make_mesh(tuple(config.mesh.shape) or None)
-  model, tok = build_model_and_tokenizer(config.model, config.seed)
+  model, tok = build_model_and_tokenizer(config.model, config.seed, mesh)
   task = build_task(config.task)
   pool = task.examples("train", config.task.train_size, seed=config.seed)
   eval_set = task.examples("eval", ec.num_examples, seed=eval_data_seed(config, config.seed))

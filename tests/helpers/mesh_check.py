@@ -128,6 +128,17 @@ def main():
       "param_diff": float(np.max(np.abs(flat(restored.params) - saved_params))),
       "wq_spec": str(wq.sharding.spec), "wq_shard": list(wq.addressable_shards[0].data.shape),
       "mesh": dict(wq.sharding.mesh.shape)}
+  # weights loaded straight onto their shards: an HF directory written from the tiny model
+  from dacl.models.weights import load_hf_dir, save_hf_dir
+  src = create_model(get_preset("tiny"), seed=3)
+  hf_dir = tempfile.mkdtemp()
+  save_hf_dir(src, hf_dir)
+  loaded, _ = load_hf_dir(hf_dir, mesh=mesh)
+  lw = leaf(nnx.state(loaded), SHOWN["w_down"])
+  report["load"] = {
+      "param_diff": float(np.max(np.abs(flat(nnx.state(loaded, nnx.Param)) -
+                                        flat(nnx.state(src, nnx.Param))))),
+      "w_down_spec": str(lw.sharding.spec), "w_down_shard": list(lw.addressable_shards[0].data.shape)}
   json.dump(report, sys.stdout)
 
 

@@ -2,6 +2,7 @@
 
   python benchmarks/memory_per_device.py                      # the estimate table (JSON lines)
   python benchmarks/memory_per_device.py --check qwen2p5_0p5b --devices 8 --batch 8 --seq 256
+  python benchmarks/memory_per_device.py --check qwen2p5_0p5b --lora 16 --base-dtype int8
 
 The estimate (`estimate`) counts, per device with the parameters FSDP-sharded over `devices`:
 parameters, gradients and the two AdamW moments (full fine-tuning), or a frozen base plus
@@ -82,9 +83,11 @@ SETTINGS = [
 ]
 
 
-def check(preset: str, devices: int, batch: int, seq: int) -> dict:
+def check(preset: str, devices: int, batch: int, seq: int, lora_rank: int = 0,
+          base_dtype: str = "float32") -> dict:
   """XLA's memory analysis of the compiled SFT step (f32) on `devices` emulated CPU devices,
-  FSDP over all of them."""
+  FSDP over all of them; lora_rank > 0: adapters on all seven projections, the frozen base in
+  base_dtype."""
   os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") +
                              f" --xla_force_host_platform_device_count={devices}").strip()
   os.environ.setdefault("JAX_PLATFORMS", "cpu")
@@ -94,13 +97,18 @@ def check(preset: str, devices: int, batch: int, seq: int) -> dict:
   from dacl import parallel
   from dacl.models.config import get_preset
   from dacl.models.decoder import create_model
+  from dacl.models.lora import add_lora
   from dacl.train.sft import init_train_state, make_optimizer, make_train_step
   cfg = get_preset(preset, max_seq_len=seq)
   tx = make_optimizer(1e-5, 10)
 
+  def model():
+    m = create_model(cfg, seed=0)
+    return add_lora(m, lora_rank, base_dtype=base_dtype) if lora_rank else m
+
   def init():
-    return init_train_state(create_model(cfg, seed=0), tx, 0)[1]
-  graphdef = nnx.split(nnx.eval_shape(lambda: create_model(cfg, seed=0)), nnx.Param)[0]
+    return init_train_state(model(), tx, 0)[1]
+  graphdef = nnx.split(nnx.eval_shape(model), nnx.Param)[0]
   abstract = jax.eval_shape(init)
   mesh = parallel.make_mesh((1, devices, 1))
   sh = parallel.state_shardings(abstract, mesh)
@@ -128,17 +136,22 @@ if __name__ == "__main__":
   ap.add_argument("--devices", type=int, default=8)
   ap.add_argument("--batch", type=int, default=8)
   ap.add_argument("--seq", type=int, default=256)
+  ap.add_argument("--lora", type=int, default=0, help="--check with LoRA adapters of this rank")
+  ap.add_argument("--base-dtype", default="float32", help="--check --lora: the frozen base's dtype")
   a = ap.parse_args()
   if a.check:
-    est = estimate(get_preset(a.check), a.devices, batch=a.batch, seq=a.seq)
+    est = estimate(get_preset(a.check), a.devices, batch=a.batch, seq=a.seq, lora_rank=a.lora,
+                   base_bytes={"float32": 4, "bfloat16": 2, "int8": 1}[a.base_dtype])
     cfg = get_preset(a.check)
     # FSDP gathers each weight whole for its matmul and makes its whole gradient before the
     # reduce-scatter: the estimate above counts neither; this is their size if every layer's
     # copies are alive at once (an upper bound for a schedule that frees them per layer)
     gathered = round(cfg.num_params() * (4 + 4) / GB, 3)
-    emit(check=a.check, devices=a.devices, batch=a.batch, seq=a.seq, estimate_gb=est,
+    emit(check=a.check, devices=a.devices, batch=a.batch, seq=a.seq, lora=a.lora,
+         base_dtype=a.base_dtype if a.lora else "float32",
+         estimate_gb=est,
          fsdp_gathered_weights_and_grads_gb=gathered,
-         xla=check(a.check, a.devices, a.batch, a.seq))
+         xla=check(a.check, a.devices, a.batch, a.seq, a.lora, a.base_dtype))
   else:
     for label, preset, n, kw in SETTINGS:
       emit(setting=label, preset=preset, params_b=round(get_preset(preset).num_params() / 1e9, 3),

@@ -28,4 +28,9 @@ def get_base() -> ml_collections.ConfigDict:
   c.eval = ml_collections.ConfigDict(dict(num_examples=256, batch_size=128, max_new_tokens=8,
                                           data_seed=-1))
   c.mesh = ml_collections.ConfigDict(dict(shape=()))   # () = all devices on the 'data' axis
+  # LoRA (SFT and DA-GRPO): rank > 0 trains adapters on `targets` only (alpha/rank scaling);
+  # the frozen base in base_dtype "float32", "bfloat16" or "int8" (weight-only, QLoRA-style).
+  c.lora = ml_collections.ConfigDict(dict(
+      rank=0, alpha=16.0, targets=("wq", "wk", "wv", "wo", "w_gate", "w_up", "w_down"),
+      base_dtype="float32"))
   return c

@@ -67,3 +67,32 @@ def generate(model, tokenizer, prompts: Union[str, Sequence[str]], max_new_token
   if num_samples > 1:
     texts = [texts[i * num_samples:(i + 1) * num_samples] for i in range(len(prompts))]
   return texts[0] if single else texts
+
+
+def hf_model_type(cfg) -> str:
+  """The transformers architecture a dacl config exports as."""
+  return "qwen3" if cfg.qk_norm else ("qwen2" if cfg.qkv_bias else "llama")
+
+
+def export(config, checkpoint_dir: str, out: str) -> str:
+  """The policy of a `dacl train` checkpoint directory (latest step) as a Hugging Face directory
+  that transformers loads: config.json, model.safetensors (LoRA adapters merged into their
+  weights, an int8 / bf16 base in float32) and, for an HF tokenizer, tokenizer.json +
+  tokenizer_config.json. `config` is the run's config (the same model and lora sections)."""
+  import json
+  from dacl.build import build_model_and_tokenizer
+  from dacl.models.weights import save_hf_dir
+  from dacl.serve import restore_policy
+  from dacl.tokenizers import HFTokenizer
+  model, tok = build_model_and_tokenizer(config.model, int(config.seed), lora=config.get("lora"))
+  model = restore_policy(model, checkpoint_dir, int(config.seed))
+  save_hf_dir(model, out, model_type=hf_model_type(model.cfg))
+  if isinstance(tok, HFTokenizer):
+    tok.tok.save(os.path.join(out, "tokenizer.json"))
+    conf = {"bos_token": tok.bos_token, "eos_token": tok.eos_token,
+            "add_bos_token": bool(tok.add_bos_default)}
+    if tok.chat_template:
+      conf["chat_template"] = tok.chat_template
+    with open(os.path.join(out, "tokenizer_config.json"), "w") as f:
+      json.dump(conf, f, indent=2)
+  return out

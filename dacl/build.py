@@ -8,20 +8,30 @@ def model_overrides(mcfg) -> dict:
   return {"dtype": mcfg.dtype, "param_dtype": mcfg.param_dtype, "max_seq_len": mcfg.max_seq_len}
 
 
-def build_model_and_tokenizer(mcfg, seed: int, mesh=None):
+def build_model_and_tokenizer(mcfg, seed: int, mesh=None, lora=None):
   """config.model -> (Decoder, tokenizer). `weights` set: load them (HF dir, .gguf or embedded
   name; with a mesh, straight onto their shards); otherwise a fresh `preset` with the byte
-  tokenizer."""
+  tokenizer. lora (config.lora, rank > 0): LoRA adapters on a frozen base (dacl.models.lora)."""
   from dacl.api import load
+  from dacl.models import lora as lora_lib
   from dacl.models.decoder import create_model
   from dacl.tokenizers import ByteTokenizer
   if mcfg.weights:
-    return load(mcfg.weights, mesh=mesh, **model_overrides(mcfg))
-  cfg = get_preset(mcfg.preset, **model_overrides(mcfg))
-  tok = ByteTokenizer()
-  if cfg.vocab_size < tok.vocab_size:
-    raise ValueError(f"preset {mcfg.preset} has vocab {cfg.vocab_size} < byte vocab {tok.vocab_size}")
-  return create_model(cfg, seed=seed), tok
+    model, tok = load(mcfg.weights, mesh=mesh, **model_overrides(mcfg))
+  else:
+    cfg = get_preset(mcfg.preset, **model_overrides(mcfg))
+    tok = ByteTokenizer()
+    if cfg.vocab_size < tok.vocab_size:
+      raise ValueError(f"preset {mcfg.preset} has vocab {cfg.vocab_size} < byte vocab {tok.vocab_size}")
+    model = create_model(cfg, seed=seed)
+  return lora_lib.from_config(model, lora, seed), tok
+
+
+def refuse_lora(config, method: str):
+  """LoRA is wired into SFT and the DA-GRPO trainer; other methods say so instead of ignoring it."""
+  if int(config.get("lora", {}).get("rank", 0)):
+    raise ValueError(f"lora.rank > 0 is supported by SFT and the DA-GRPO trainer, not yet by "
+                     f"{method}")
 
 
 def build_task(tcfg):

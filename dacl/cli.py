@@ -4,6 +4,7 @@
   dacl eval   --config=configs/X.py --workdir=DIR [--step=N] [--config.a.b=v ...]
   dacl report DIR
   dacl serve  --config=configs/serve_X.py [--host 127.0.0.1] [--port N] [--collab] [--workdir=DIR]
+  dacl export --config=configs/X.py --workdir=CHECKPOINTS_DIR --out=HF_DIR [--config.a.b=v ...]
 """
 from __future__ import annotations
 
@@ -30,6 +31,7 @@ def parse_config(argv: list[str], need_workdir: bool = True):
   flags.DEFINE_integer("step", None, "checkpoint step for eval (default: latest)", flag_values=fv)
   flags.DEFINE_string("host", None, "serve: bind address (default config.serve.host)", flag_values=fv)
   flags.DEFINE_integer("port", None, "serve: port (default config.serve.port)", flag_values=fv)
+  flags.DEFINE_string("out", None, "export: the Hugging Face directory to write", flag_values=fv)
   flags.DEFINE_bool("collab", None, "serve: collaborative mode (local SLM + cloud under tau)",
                     flag_values=fv)
   cfg_arg = next((a.split("=", 1)[1] for a in argv if a.startswith("--config=")), None)
@@ -159,6 +161,21 @@ def cmd_serve(argv):
     pass
 
 
+def cmd_export(argv):
+  cfg, fv = parse_config(argv)
+  if not fv.out:
+    _die("--out=HF_DIR is required")
+  ckdir = fv.workdir
+  if os.path.isdir(os.path.join(ckdir, "checkpoints")):   # a run directory: its checkpoints
+    ckdir = os.path.join(ckdir, "checkpoints")
+  from dacl.api import export
+  try:
+    out = export(cfg, ckdir, fv.out)
+  except _user_errors() as e:
+    _die(str(e).splitlines()[0] if str(e) else type(e).__name__)
+  print(f"exported: {out}")
+
+
 def main(argv=None):
   argv = list(sys.argv[1:] if argv is None else argv)
   if not argv or argv[0] in ("-h", "--help", "help"):
@@ -177,6 +194,8 @@ def main(argv=None):
     cmd_report(rest)
   elif cmd == "serve":
     cmd_serve(rest)
+  elif cmd == "export":
+    cmd_export(rest)
   else:
     _die(f"unknown command {cmd!r}\n{USAGE}")
   return 0

@@ -130,7 +130,15 @@ def _kind(cmd):
     return "eval"
   if cmd.startswith("dacl report"):
     return "report"
+  if cmd.startswith("dacl export"):
+    return "export"
   return None
+
+
+def _lora(cmd):
+  """The README's LoRA train and export commands run in tests/test_lora.py (with a transformers
+  parity check of the export) through readme_lora_argv, not here."""
+  return "--config.lora." in cmd
 
 
 def _eval_config(cmd):
@@ -144,7 +152,9 @@ def test_every_readme_command_is_covered():
   for cmd in COMMANDS:
     kind = _kind(cmd)
     assert kind is not None, f"README command with no test: {cmd}"
-    if kind == "train" and _config_of(cmd) in E2E:
+    if kind == "export" or _lora(cmd):
+      assert _lora(cmd) and "readme_lora_argv(" in open(os.path.join(ROOT, "tests", "test_lora.py")).read(), cmd
+    elif kind == "train" and _config_of(cmd) in E2E:
       src = open(os.path.join(ROOT, "tests", E2E[_config_of(cmd)])).read()
       assert f'readme_train_argv("{_config_of(cmd)}"' in src, cmd
     elif kind in ("train", "train_http"):
@@ -156,7 +166,13 @@ def test_every_readme_command_is_covered():
       assert any(_kind(c) == "train" and _config_of(c) == _eval_config(cmd) for c in COMMANDS), cmd
 
 
-TRAIN = [c for c in COMMANDS if _kind(c) == "train" and _config_of(c) not in E2E]
+TRAIN = [c for c in COMMANDS if _kind(c) == "train" and _config_of(c) not in E2E and not _lora(c)]
+
+
+def readme_lora_argv(kind: str, workdir, out=None) -> list:
+  """The README's LoRA `dacl train` / `dacl export` command as argv, DIR -> workdir."""
+  cmd = next(c for c in COMMANDS if _kind(c) == kind and _lora(c))
+  return _argv(cmd.replace("HF_DIR", str(out)) if out else cmd, str(workdir))
 
 
 def readme_train_argv(config: str, workdir) -> list:

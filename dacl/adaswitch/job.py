@@ -25,7 +25,7 @@ from flax import nnx
 from dacl.adaswitch import engine as eng
 from dacl.adaswitch import training as trn
 from dacl.adaswitch import trajectories as tj
-from dacl.build import build_model_and_tokenizer, build_task
+from dacl.build import build_model_and_tokenizer, build_task, refuse_lora
 from dacl.cloud.config import bridge_from_config, describe as describe_cloud
 from dacl.continual.metrics import auroc, mean_std
 from dacl.continual.stream import data_report, eval_data_seed
@@ -387,6 +387,7 @@ def aggregate(per_seed: list) -> dict:
 
 
 def run_adaswitch(config, workdir: str) -> dict:
+  refuse_lora(config, "AdaSwitch")
   os.makedirs(workdir, exist_ok=True)
   results = {"algorithm": "adaswitch",
              "tasks": [build_task(t).name for t in config.tasks],

@@ -32,7 +32,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from dacl.build import build_task
+from dacl.build import build_task, refuse_lora
 from dacl.continual.metrics import mean_std
 from dacl.continual.stream import data_report, eval_data_seed
 from dacl.coplms import learning as lrn
@@ -392,6 +392,7 @@ def _mean_final(per_seed: list) -> dict:
 
 
 def run_coplms(config, workdir: str) -> dict:
+  refuse_lora(config, "Co-PLMs")
   os.makedirs(workdir, exist_ok=True)
   cc = config.coplms
   tasks = [build_task(t) for t in cc.domains]

@@ -21,6 +21,10 @@ def as_dtype(name_or_dtype: Any):
   return name_or_dtype
 
 
+# the matmul weights a LoRA adapter can attach to (names of dacl.models.decoder.Block's weights)
+LORA_TARGETS = ("wq", "wk", "wv", "wo", "w_gate", "w_up", "w_down")
+
+
 @dataclasses.dataclass(frozen=True)
 class ModelConfig:
   """Shapes and options of a Llama / Qwen2 / Qwen3 style decoder."""
@@ -46,6 +50,11 @@ class ModelConfig:
   # "int8": weight-only int8 matmul weights and embedding, one f32 scale per output channel
   # (per vocabulary row for the embedding / LM head); made by dacl.models.quant.for_decode.
   weight_quant: str = ""
+  # LoRA adapters (dacl.models.lora.add_lora): each target matmul W gets A [in, r] and B [r, out]
+  # (nnx.LoRAParam) and computes x @ W + (x @ A) @ B * lora_alpha / lora_rank. 0 = none.
+  lora_rank: int = 0
+  lora_alpha: float = 16.0
+  lora_targets: tuple = ()
 
   def __post_init__(self):
     if self.n_heads % self.n_kv_heads:
@@ -55,6 +64,10 @@ class ModelConfig:
     as_dtype(self.param_dtype), as_dtype(self.dtype)
     if self.weight_quant not in ("", "int8"):
       raise ValueError(f"weight_quant must be '' or 'int8', got {self.weight_quant!r}")
+    bad = [t for t in self.lora_targets if t not in LORA_TARGETS]
+    if self.lora_rank < 0 or bad or (self.lora_rank and not self.lora_targets):
+      raise ValueError(f"LoRA: rank must be >= 0 and targets a non-empty subset of "
+                       f"{LORA_TARGETS} (got rank {self.lora_rank}, targets {self.lora_targets})")
     if isinstance(self.rope_scaling, dict):
       object.__setattr__(self, "rope_scaling", tuple(sorted(self.rope_scaling.items())))
 

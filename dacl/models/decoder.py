@@ -103,14 +103,26 @@ def _weight(module, name, rngs, shape, axes, dtype, std, scale_axis):
                                                logical_axes=(axes[scale_axis],)))
   else:
     setattr(module, name, _param(rngs, shape, axes, dtype, std=std))
+  cfg = module.cfg
+  if cfg.lora_rank and name in cfg.lora_targets:   # A ~ N(0, 1/in), B = 0: starts at W exactly
+    r = cfg.lora_rank
+    a = jax.random.normal(rngs.params(), (shape[0], r), jnp.float32) / math.sqrt(shape[0])
+    setattr(module, name + "_lora_a", nnx.LoRAParam(a, logical_axes=(axes[0], None)))
+    setattr(module, name + "_lora_b", nnx.LoRAParam(jnp.zeros((r, shape[1]), jnp.float32),
+                                                    logical_axes=(None, axes[1])))
 
 
 def _matmul(module, x, name):
-  """x @ W in the compute dtype; an int8 W is scaled per output channel after the matmul."""
-  dt = as_dtype(module.cfg.dtype)
+  """x @ W in the compute dtype; an int8 W is scaled per output channel after the matmul; a
+  LoRA adapter adds (x @ A) @ B * alpha / r (never merged into W, so W can stay int8/bf16)."""
+  cfg = module.cfg
+  dt = as_dtype(cfg.dtype)
   y = x @ getattr(module, name)[...].astype(dt)
-  if module.cfg.weight_quant == "int8":
+  if cfg.weight_quant == "int8":
     y = y * getattr(module, name + "_scale")[...].astype(dt)
+  if cfg.lora_rank and name in cfg.lora_targets:
+    a, b = getattr(module, name + "_lora_a")[...], getattr(module, name + "_lora_b")[...]
+    y = y + ((x @ a.astype(dt)) @ b.astype(dt)) * (cfg.lora_alpha / cfg.lora_rank)
   return y
 
 
@@ -292,3 +304,15 @@ def create_model(cfg: ModelConfig, seed: int = 0) -> Decoder:
 def abstract_model(cfg: ModelConfig) -> Decoder:
   """A Decoder whose parameters are ShapeDtypeStructs (no memory); for loaders and restore."""
   return nnx.eval_shape(lambda: Decoder(cfg, rngs=nnx.Rngs(params=0)))
+
+
+def model_from_values(cfg: ModelConfig, values: dict, what: str = "model") -> Decoder:
+  """A Decoder of `cfg` whose every variable is taken from `values` (flat path -> array); a
+  variable without a value is a ValueError naming it."""
+  new = abstract_model(cfg)
+  flat = nnx.to_flat_state(nnx.state(new))
+  missing = [p for p, _ in flat if p not in values]
+  if missing:
+    raise ValueError(f"no value for {missing[:3]} in the {what}")
+  nnx.update(new, nnx.from_flat_state([(p, var.replace(values[p])) for p, var in flat]))
+  return new

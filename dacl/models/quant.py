@@ -39,13 +39,19 @@ def quantize_int8(w: jax.Array, axis: int) -> tuple[jax.Array, jax.Array]:
 
 def for_decode(model, decode_dtype: str):
   """A Decoder equal to `model` in the requested precision (the same object for float32)."""
-  from dacl.models.decoder import abstract_model
+  from dacl.models.decoder import model_from_values
   decode_dtype = decode_dtype or "float32"
   if decode_dtype not in DECODE_DTYPES:
     raise ValueError(f"model.decode_dtype must be one of {DECODE_DTYPES}, got {decode_dtype!r}")
   cfg = model.cfg
   if decode_dtype == "float32":
     return model
+  if cfg.lora_rank:   # a LoRA model decodes in lower precision as its merged weights
+    from dacl.models.lora import merge_lora
+    if cfg.weight_quant:
+      raise ValueError("a LoRA model on an int8 base decodes as it is: use decode_dtype float32")
+    model = merge_lora(model)
+    cfg = model.cfg
   if cfg.weight_quant:
     raise ValueError("the model is already quantized")
   src = dict(nnx.to_flat_state(nnx.state(model)))
@@ -64,10 +70,4 @@ def for_decode(model, decode_dtype: str):
         values[path[:-1] + (name + "_scale",)] = scale
       else:
         values[path] = v[...]
-  new = abstract_model(new_cfg)
-  flat = nnx.to_flat_state(nnx.state(new))
-  missing = [p for p, _ in flat if p not in values]
-  if missing:
-    raise ValueError(f"no value for {missing[:3]} in the {decode_dtype} copy")
-  nnx.update(new, nnx.from_flat_state([(p, var.replace(values[p])) for p, var in flat]))
-  return new
+  return model_from_values(new_cfg, values, f"{decode_dtype} copy")

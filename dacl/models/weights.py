@@ -183,7 +183,10 @@ def _load_bf16(path, cfg, weight_map, mesh=None):
 
 
 def hf_tensors(model: Decoder) -> dict[str, np.ndarray]:
-  """HF-named float32 tensors ([out, in] layout) of a dacl Decoder."""
+  """HF-named float32 tensors ([out, in] layout) of a dacl Decoder (LoRA adapters merged into
+  their weights, an int8 base dequantised)."""
+  from dacl.models.lora import merge_lora
+  model = merge_lora(model)
   cfg = model.cfg
   pure = nnx.to_pure_dict(nnx.state(model))
   f32 = lambda x: np.asarray(x, np.float32)

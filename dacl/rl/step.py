@@ -10,7 +10,7 @@ import optax
 from flax import nnx
 
 from dacl.rl import kernels
-from dacl.train.sft import TrainState, jit_state_step, token_logprobs
+from dacl.train.sft import TrainState, full_params, jit_state_step, token_logprobs
 
 
 @functools.partial(jax.jit, static_argnames=("scale", "shaped"))
@@ -35,17 +35,18 @@ def make_rl_step(graphdef, tx, *, eps_low=0.2, eps_high=None, beta=0.0,
   on-policy ratio was 1 − p(marker) instead of 1 and clipped some updates at step one.
   state_shardings: as in `dacl.train.sft.make_train_step` (the state's layout on a mesh)."""
 
-  def policy_logits(p, mb):
-    logits, _ = nnx.merge(graphdef, p)(mb["tokens"], mb["positions"], mb["mask"])
+  def policy_logits(p, frozen, mb):
+    logits, _ = nnx.merge(graphdef, full_params(p, frozen))(mb["tokens"], mb["positions"], mb["mask"])
     if ban_id >= 0:
       logits = jnp.where(jnp.arange(logits.shape[-1]) == ban_id, -1e30, logits)
     return logits
 
-  def loss_fn(params, mb, ref_params):
-    logp = token_logprobs(policy_logits(params, mb), mb["targets"])
+  def loss_fn(params, frozen, mb, ref_params):
+    logp = token_logprobs(policy_logits(params, frozen, mb), mb["targets"])
     ref_logp = None
     if beta:
-      ref_logp = jax.lax.stop_gradient(token_logprobs(policy_logits(ref_params, mb), mb["targets"]))
+      ref_logp = jax.lax.stop_gradient(token_logprobs(policy_logits(ref_params, frozen, mb),
+                                                  mb["targets"]))
     s, d, aux = kernels.grpo_loss(logp, mb["old_logp"], ref_logp, mb["adv"], mb["loss_mask"],
                                   eps_low=eps_low, eps_high=eps_high, beta=beta,
                                   aggregation=aggregation)
@@ -54,7 +55,8 @@ def make_rl_step(graphdef, tx, *, eps_low=0.2, eps_high=None, beta=0.0,
   def step(state: TrainState, batch, ref_params):
     def micro(carry, mb):
       gsum, lsum, dsum, kl, clip = carry
-      (l, (d, aux)), g = jax.value_and_grad(loss_fn, has_aux=True)(state.params, mb, ref_params)
+      (l, (d, aux)), g = jax.value_and_grad(loss_fn, has_aux=True)(state.params, state.frozen, mb,
+                                                                  ref_params)
       return (jax.tree.map(jnp.add, gsum, g), lsum + l, dsum + d, kl + aux["kl"],
               clip + aux["clip_frac"]), None
 
@@ -66,6 +68,6 @@ def make_rl_step(graphdef, tx, *, eps_low=0.2, eps_high=None, beta=0.0,
     params = optax.apply_updates(state.params, updates)
     metrics = {"loss": lsum / denom, "kl": kl / denom, "clip_frac": clip / denom,
                "grad_norm": optax.tree.norm(grads), "loss_tokens": dsum}
-    return TrainState(params, opt_state, state.step + 1, state.rng), metrics
+    return TrainState(params, opt_state, state.step + 1, state.rng, state.frozen), metrics
 
   return jit_state_step(step, state_shardings)

@@ -35,7 +35,8 @@ from dacl.rl.router import Router, prompt_features
 from dacl.rl.step import compute_advantages, make_rl_step
 from dacl.sampling import STOP_MARKER, Sampler, SamplingParams, next_bucket
 from dacl.train.checkpoint import Checkpointer
-from dacl.train.sft import (BatchStream, fit, init_train_state, make_optimizer, make_sft_batch)
+from dacl.train.sft import (BatchStream, fit, full_params, init_train_state, make_optimizer,
+                            make_sft_batch, state_model)
 
 log = logging.getLogger("dacl")
 
@@ -73,7 +74,7 @@ def warm_start(config, workdir, model, tok, pools, seed, mesh=None):
               lambda i: make_sft_batch(stream.batch(i), tok, wc.seq_len, chat=config.task_chat),
               wc.steps, os.path.join(workdir, "checkpoints"), desc=f"warm-start SFT (seed {seed})",
               record={"phase": "warmstart", "seed": seed}, mesh=mesh)
-  return graphdef, state.params
+  return graphdef, full_params(state.params, state.frozen)
 
 
 # ----------------------------------------------------------------------------- evaluation
@@ -178,7 +179,7 @@ def run_one(config, run_dir, algo_name, seed, shared_dir) -> dict:
   spec = get_algorithm(algo_name)
   rc, tau = config.rl, float(config.budget.tau)
   os.makedirs(run_dir, exist_ok=True)
-  model, tok = build_model_and_tokenizer(config.model, seed)
+  model, tok = build_model_and_tokenizer(config.model, seed, lora=config.get("lora"))
   tasks = [build_task(t) for t in config.stream.tasks]
   names = [t.name for t in tasks]
   if len(set(names)) != len(names):
@@ -203,8 +204,9 @@ def run_one(config, run_dir, algo_name, seed, shared_dir) -> dict:
   state = jax.device_put(state, shardings)
   if str(rc.get("kl_anchor", "warmstart")) not in ("warmstart", "previous_task"):
     raise ValueError(f"rl.kl_anchor must be 'warmstart' or 'previous_task', got {rc.kl_anchor!r}")
-  # rl.kl_anchor = "warmstart": a copy, since the train state shares (and donates) params0's buffers
-  ref_params = jax.tree.map(jnp.copy, params0) if rc.beta else None
+  # rl.kl_anchor = "warmstart": a copy, since the train state shares (and donates) params0's
+  # buffers (with LoRA: the initial adapters, over the same frozen base)
+  ref_params = jax.tree.map(jnp.copy, state.params) if rc.beta else None
   ckpt = Checkpointer(os.path.join(run_dir, "checkpoints"), config.train.save_every, config.train.keep)
   writer = MetricsWriter(run_dir)
   rec = {"lam": float(rc.lam_init if spec.dual else 0.0), "task_index": 0, "step_in_task": 0,
@@ -218,7 +220,7 @@ def run_one(config, run_dir, algo_name, seed, shared_dir) -> dict:
              rec["task_index"], rec["lam"])
     writer.truncate_after(last)
     rec.setdefault("post_switch", [None] * K)
-  sampler = Sampler(nnx.merge(graphdef, state.params), tok, max_cache_len=config.model.max_seq_len)
+  sampler = Sampler(state_model(graphdef, state), tok, max_cache_len=config.model.max_seq_len)
   bridge = bridge_from_config(config.cloud, shared_dir)
   if "bridge" in rec:
     bridge.import_state(rec.pop("bridge"))
@@ -236,7 +238,7 @@ def run_one(config, run_dir, algo_name, seed, shared_dir) -> dict:
   B, G = rc.batch_prompts, rc.group
 
   def refresh_sampler():
-    sampler.update_state(nnx.state(nnx.merge(graphdef, state.params)))
+    sampler.update_state(nnx.state(state_model(graphdef, state)))
 
   def fit_router(k):
     calib = sd.router_calibration(tasks[k], k, config.eval.num_examples, seed)
@@ -499,13 +501,13 @@ def eval_runs(config, workdir: str, step=None) -> dict:
       ckdir = os.path.join(run_dir, "checkpoints")
       if not os.path.isdir(ckdir):
         raise CheckpointError(f"no checkpoints to evaluate: {ckdir} does not exist")
-      model, tok = build_model_and_tokenizer(config.model, int(seed))
+      model, tok = build_model_and_tokenizer(config.model, int(seed), lora=config.get("lora"))
       tx = make_optimizer(config.rl.lr, 1, 0)
       graphdef, state = init_train_state(model, tx, int(seed))
       ck = Checkpointer(ckdir)
       state, rec, got = ck.restore(state, step)
       ck.close()
-      sampler = Sampler(nnx.merge(graphdef, state.params), tok, max_cache_len=config.model.max_seq_len)
+      sampler = Sampler(state_model(graphdef, state), tok, max_cache_len=config.model.max_seq_len)
       bridge = bridge_from_config(config.cloud, workdir)
       if "bridge" in rec:
         bridge.import_state(rec["bridge"])

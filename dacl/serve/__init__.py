@@ -14,9 +14,8 @@ log = logging.getLogger("dacl.serve")
 def restore_policy(model, ckdir: str, seed: int = 0):
   """The parameters of a `dacl train` checkpoint directory (SFT or RL run; latest step) into
   `model`, which must be built from the same model config. Strict: CheckpointError on mismatch."""
-  from flax import nnx
   from dacl.train.checkpoint import Checkpointer
-  from dacl.train.sft import init_train_state, make_optimizer
+  from dacl.train.sft import init_train_state, make_optimizer, state_model
   graphdef, state = init_train_state(model, make_optimizer(1e-4, 1, 0), seed)
   ck = Checkpointer(ckdir)
   try:
@@ -24,7 +23,7 @@ def restore_policy(model, ckdir: str, seed: int = 0):
   finally:
     ck.close()
   log.info("serving parameters of %s step %d", ckdir, step)
-  return nnx.merge(graphdef, state.params)
+  return state_model(graphdef, state)
 
 
 def build_app(config, workdir: Optional[str] = None, collab: Optional[bool] = None):
@@ -33,7 +32,8 @@ def build_app(config, workdir: Optional[str] = None, collab: Optional[bool] = No
   from dacl.serve.engine import BatchingEngine
   from dacl.serve.server import App
   sc = config.serve
-  model, tok = build_model_and_tokenizer(config.model, int(config.seed))
+  model, tok = build_model_and_tokenizer(config.model, int(config.seed),
+                                       lora=config.get("lora"))
   if sc.checkpoint:
     model = restore_policy(model, sc.checkpoint, int(config.seed))
   from dacl.models.quant import for_decode

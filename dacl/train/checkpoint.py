@@ -7,7 +7,7 @@ the path; nothing is silently re-initialised.
 from __future__ import annotations
 
 import os
-from typing import Any, Optional
+from typing import Any, NamedTuple, Optional
 
 import jax
 import orbax.checkpoint as ocp
@@ -15,6 +15,23 @@ import orbax.checkpoint as ocp
 
 class CheckpointError(RuntimeError):
   pass
+
+
+class _SavedTrainState(NamedTuple):
+  """What a checkpoint holds of a TrainState: the fields training changes (the same tree as
+  before LoRA's `frozen` field existed, so older checkpoints keep restoring)."""
+  params: Any
+  opt_state: Any
+  step: Any
+  rng: Any
+
+
+def _without_frozen(state):
+  """A TrainState without its frozen LoRA base: checkpoints hold what training changes."""
+  from dacl.train.sft import TrainState
+  if isinstance(state, TrainState):
+    return _SavedTrainState(state.params, state.opt_state, state.step, state.rng)
+  return state
 
 
 class Checkpointer:
@@ -38,6 +55,7 @@ class Checkpointer:
     return self.save_every > 0 and step % self.save_every == 0
 
   def save(self, step: int, state: Any, record: dict) -> None:
+    state = _without_frozen(state)
     if step in self.manager.all_steps():   # re-saving a step (e.g. end-of-task state) replaces it
       self.manager.delete(step)
     self.manager.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
@@ -52,7 +70,8 @@ class Checkpointer:
     path = os.path.join(self.directory, str(step))
     if not os.path.isdir(path):
       raise CheckpointError(f"checkpoint step {step} not found: {path} does not exist")
-    abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, abstract_state)
+    frozen = getattr(abstract_state, "frozen", None)
+    abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, _without_frozen(abstract_state))
     try:
       out = self.manager.restore(step, args=ocp.args.Composite(
           state=ocp.args.StandardRestore(abstract), record=ocp.args.JsonRestore()))
@@ -61,7 +80,11 @@ class Checkpointer:
           f"checkpoint {path} is corrupt or incompatible with this config "
           f"({type(e).__name__}: {str(e)[:300]}). Move it away to start fresh, or point "
           f"--workdir elsewhere; dacl does not re-initialise over an unreadable checkpoint.") from e
-    return out["state"], dict(out["record"]), step
+    state = out["state"]
+    if isinstance(state, _SavedTrainState):   # the frozen LoRA base is the caller's, never read
+      from dacl.train.sft import TrainState
+      state = TrainState(*state, frozen=frozen)
+    return state, dict(out["record"]), step
 
   def close(self):
     self.manager.close()

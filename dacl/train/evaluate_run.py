@@ -3,21 +3,20 @@ from __future__ import annotations
 
 import os
 
-from flax import nnx
 
 from dacl.build import build_model_and_tokenizer, build_task
 from dacl.evaluation import evaluate
 from dacl.metrics import write_json_atomic
 from dacl.sampling import Sampler
 from dacl.train.checkpoint import CheckpointError, Checkpointer
-from dacl.train.sft import init_train_state, make_optimizer
+from dacl.train.sft import init_train_state, make_optimizer, state_model
 
 
 def run_eval(config, workdir: str, step=None) -> dict:
   ckdir = os.path.join(workdir, "checkpoints")
   if not os.path.isdir(ckdir):
     raise CheckpointError(f"no checkpoints to evaluate: {ckdir} does not exist")
-  model, tok = build_model_and_tokenizer(config.model, config.seed)
+  model, tok = build_model_and_tokenizer(config.model, config.seed, lora=config.get("lora"))
   oc = config.optim
   tx = make_optimizer(oc.lr, config.train.steps, oc.warmup_steps, oc.weight_decay, oc.b1, oc.b2,
                       oc.clip_norm, oc.end_lr_ratio)
@@ -28,7 +27,7 @@ def run_eval(config, workdir: str, step=None) -> dict:
   from dacl.continual.stream import eval_data_seed
   examples = task.examples("eval", config.eval.num_examples, seed=eval_data_seed(config, config.seed))
   from dacl.models.quant import for_decode
-  model = for_decode(nnx.merge(graphdef, state.params), config.model.get("decode_dtype", "float32"))
+  model = for_decode(state_model(graphdef, state), config.model.get("decode_dtype", "float32"))
   sampler = Sampler(model, tok, max_cache_len=config.model.max_seq_len)
   ev = evaluate(sampler, task, examples, batch_size=config.eval.batch_size,
                 max_new_tokens=config.eval.max_new_tokens, chat=config.task.chat, seed=config.seed)

@@ -13,10 +13,11 @@ from flax import nnx
 
 
 class TrainState(NamedTuple):
-  params: Any            # nnx.State of the model's nnx.Param variables
+  params: Any            # nnx.State of the trained nnx.Param variables (LoRA: the adapters only)
   opt_state: Any
   step: jax.Array        # [] int32
   rng: jax.Array         # [2] uint32 (raw key data; checkpointable)
+  frozen: Any = None     # LoRA: the frozen base (nnx.State); never in the optimizer or checkpoints
 
 
 def make_optimizer(lr: float, total_steps: int, warmup_steps: int = 0, weight_decay: float = 0.0,
@@ -31,10 +32,25 @@ def make_optimizer(lr: float, total_steps: int, warmup_steps: int = 0, weight_de
 
 
 def init_train_state(model, tx: optax.GradientTransformation, seed: int):
+  """(graphdef, TrainState). A model with LoRA adapters (`dacl.models.lora`) trains its
+  nnx.LoRAParam variables only; the rest of its parameters go to `state.frozen`."""
   graphdef, params = nnx.split(model, nnx.Param)
+  frozen = None
+  if model.cfg.lora_rank:
+    params, frozen = nnx.split_state(params, nnx.LoRAParam, ...)
   state = TrainState(params, tx.init(params), jnp.zeros((), jnp.int32),
-                     jax.random.key_data(jax.random.key(seed)))
+                     jax.random.key_data(jax.random.key(seed)), frozen)
   return graphdef, state
+
+
+def full_params(params, frozen=None):
+  """The model's whole parameter state: `params` with the frozen base (if any) merged in."""
+  return params if frozen is None else nnx.merge_state(frozen, params)
+
+
+def state_model(graphdef, state: TrainState):
+  """The Decoder a train state describes (adapters and frozen base together)."""
+  return nnx.merge(graphdef, full_params(state.params, state.frozen))
 
 
 def token_logprobs(logits, targets):
@@ -98,7 +114,8 @@ def make_train_step(graphdef, tx: optax.GradientTransformation, loss_fn=sft_loss
   def step(state: TrainState, batch):
     def micro(carry, mb):
       gsum, lsum, dsum = carry
-      (l, d), g = jax.value_and_grad(lambda p: loss_fn(graphdef, p, mb), has_aux=True)(state.params)
+      (l, d), g = jax.value_and_grad(
+          lambda p: loss_fn(graphdef, full_params(p, state.frozen), mb), has_aux=True)(state.params)
       return (jax.tree.map(jnp.add, gsum, g), lsum + l, dsum + d), None
 
     zeros = jax.tree.map(jnp.zeros_like, state.params)
@@ -108,17 +125,37 @@ def make_train_step(graphdef, tx: optax.GradientTransformation, loss_fn=sft_loss
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
     metrics = {"loss": lsum / denom, "grad_norm": optax.tree.norm(grads), "tokens": dsum}
-    return TrainState(params, opt_state, state.step + 1, state.rng), metrics
+    return TrainState(params, opt_state, state.step + 1, state.rng, state.frozen), metrics
 
   return jit_state_step(step, state_shardings)
 
 
-def jit_state_step(step, state_shardings=None):
+def _no_frozen(tree):
+  return tree._replace(frozen=None) if isinstance(tree, TrainState) else tree
+
+
+class jit_state_step:
   """jax.jit of a (state, ...) -> (state, metrics) step with the state donated and, on a mesh,
-  the output state pinned to the input state's shardings."""
-  if state_shardings is None:
-    return jax.jit(step, donate_argnums=0)
-  return jax.jit(step, donate_argnums=0, out_shardings=(state_shardings, None))
+  the output state pinned to the input state's shardings. A LoRA state's frozen base is an
+  input only, never donated: it stays valid for whoever else holds it (the sampler, a
+  reference policy), and the new state gets the same arrays back."""
+
+  def __init__(self, step, state_shardings=None):
+    def inner(state, frozen, *args):
+      new, metrics = step(state._replace(frozen=frozen), *args)
+      return new._replace(frozen=None), metrics
+    out = None if state_shardings is None else (_no_frozen(state_shardings), None)
+    self._jit = jax.jit(inner, donate_argnums=0, **({} if out is None else {"out_shardings": out}))
+
+  def __call__(self, state: TrainState, *args):
+    new, metrics = self._jit(state._replace(frozen=None), state.frozen, *args)
+    return new._replace(frozen=state.frozen), metrics
+
+  def lower(self, state: TrainState, *args):
+    return self._jit.lower(state._replace(frozen=None), state.frozen, *args)
+
+  def _cache_size(self) -> int:
+    return self._jit._cache_size()
 
 
 def fit(graphdef, state: TrainState, tx, batch_fn, steps: int, ckpt_dir: str, *, desc: str,

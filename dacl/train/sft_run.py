@@ -22,7 +22,7 @@ from dacl.metrics import MetricsWriter, progress, write_json_atomic
 from dacl.sampling import Sampler
 from dacl.train.checkpoint import Checkpointer
 from dacl.train.sft import (BatchStream, init_train_state, make_optimizer, make_sft_batch,
-                            make_train_step, sft_loss)
+                            make_train_step, sft_loss, state_model)
 
 log = logging.getLogger("dacl")
 
@@ -36,7 +36,7 @@ def run_sft(config, workdir: str) -> dict:
   os.makedirs(workdir, exist_ok=True)
   tc, oc, ec = config.train, config.optim, config.eval
   mesh = parallel.make_mesh(tuple(config.mesh.shape) or None)
-  model, tok = build_model_and_tokenizer(config.model, config.seed, mesh)
+  model, tok = build_model_and_tokenizer(config.model, config.seed, mesh, config.get("lora"))
   task = build_task(config.task)
   pool = task.examples("train", config.task.train_size, seed=config.seed)
   eval_set = task.examples("eval", ec.num_examples, seed=eval_data_seed(config, config.seed))
@@ -56,11 +56,11 @@ def run_sft(config, workdir: str) -> dict:
     writer.truncate_after(start)
   step_fn = make_train_step(graphdef, tx, functools.partial(sft_loss, loss_chunk=int(tc.loss_chunk)),
                             state_shardings=shardings)
-  sampler = Sampler(nnx.merge(graphdef, state.params), tok,
+  sampler = Sampler(state_model(graphdef, state), tok,
                     max_cache_len=config.model.max_seq_len)
 
   def run_eval():
-    sampler.update_state(nnx.state(nnx.merge(graphdef, state.params)))
+    sampler.update_state(nnx.state(state_model(graphdef, state)))
     return evaluate(sampler, task, eval_set, batch_size=ec.batch_size,
                     max_new_tokens=ec.max_new_tokens, chat=config.task.chat, seed=config.seed)
 

@@ -48,12 +48,17 @@ def get_rl_base() -> ml_collections.ConfigDict:
   c.warmstart = ml_collections.ConfigDict(dict(
       steps=1000, batch_size=128, lr=6e-3, warmup_steps=50, seq_len=24,
       examples_per_task=6000, offload_fraction=0.15,
-      coverage="all"))   # whose demonstrations: "all" stream tasks, or "first" (later ones unseen)
+      coverage="all",    # whose demonstrations: "all" stream tasks, or "first" (later ones unseen)
+      # marker_on: "random" (the marker replaces offload_fraction of the demonstrations) or
+      # "failures" (then a second phase, self-knowledge SFT: calib_examples fresh problems per task
+      # labelled by the warm start's own greedy answers, the marker where wrong; dacl/rl/warmstart.py)
+      marker_on="random", calib_examples=8192, calib_steps=200, calib_lr=1e-3))
   c.rl = ml_collections.ConfigDict(dict(
       lr=2e-4, warmup_steps=5, batch_prompts=16, group=8, grad_accum=1, max_new_tokens=8,
       temperature=1.0, eps_low=0.2, eps_high=0.28, aggregation="token-mean",
       beta=0.0,                 # KL weight to an anchor policy (0 = no KL term)
       kl_anchor="warmstart",    # the anchor: "warmstart" or "previous_task" (set at each switch)
+      decision_weight=1.0,      # weight of each rollout's first token (marker or local answer)
       scale="none", gamma=0.5, lam_init=0.0,
       lam_lr=0.1,        # K_i: step of the projected dual ascent (the integral term)
       lam_kp=4.0,        # K_p: proportional gain of the PI multiplier; 0 = plain dual ascent

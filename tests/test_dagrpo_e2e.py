@@ -177,11 +177,21 @@ def test_arith_to_code_stream_with_forgetting_options(tmp_path):
            "--config.stream.steps=(3,3)", "--config.rl.max_new_tokens=12",
            "--config.stream.replay_fraction=0.5", "--config.stream.replay_size=8",
            "--config.budget.lam_reset=True", "--config.rl.lam_init=0.5",
-           "--config.rl.beta=0.05", "--config.rl.kl_anchor=previous_task")
+           "--config.rl.beta=0.05", "--config.rl.kl_anchor=previous_task",
+           "--config.warmstart.marker_on=failures", "--config.warmstart.calib_examples=48",
+           "--config.warmstart.calib_steps=3", "--config.rl.decision_weight=4")
   assert r.returncode == 0, r.stderr[-3000:]
   res = json.load(open(tmp_path / "results.json"))
   assert res["tasks"] == ["add2", "code"] and res["warmstart_tasks"] == ["add2"]
   assert res["data"]["s0"]["code"]["train_pools"]["warmstart"]["n"] == 0
+  # self-knowledge SFT labelled its own train-split draw of the warm-start task (held out from
+  # the eval set like every pool: data_report fails on overlap) and trained on it
+  pools = res["data"]["s0"]["add2"]["train_pools"]
+  assert pools["self_knowledge"]["n"] == 48 and "self_knowledge" not in res["data"]["s0"]["code"]["train_pools"]
+  sk = tmp_path / "warmstart_s0" / "self_knowledge"
+  labels = json.load(open(sk / "labels.json"))
+  assert list(labels) == ["add2"] and labels["add2"]["n"] == 48 and 0 <= labels["add2"]["failed"] <= 1
+  assert sorted(os.listdir(sk / "checkpoints")) == ["3"]
   a = res["algorithms"]["dagrpo"]
   assert len(a["L_init"]) == 2 and len(a["acc_at_budget"]) == 2
   rows = [x for x in _rows(tmp_path) if "lambda" in x]

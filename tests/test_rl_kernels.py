@@ -113,6 +113,19 @@ def test_grpo_loss_micro_batches_combine_exactly():
   assert float(s / d) == pytest.approx(float((s1 + s2) / (d1 + d2)), rel=1e-6)
 
 
+def test_decision_weight_scales_only_each_rows_first_token():
+  # row 0: prompt, then a 3-token local answer; row 1: prompt, the marker, then cloud tokens
+  mask = jnp.asarray([[False, True, True, True], [False, True, False, False]])
+  assert K.first_token(mask).tolist() == [[False, True, False, False], [False, True, False, False]]
+  lp = jnp.zeros((2, 4))
+  adv = jnp.asarray([1.0, -2.0])
+  s1, d1, _ = K.grpo_loss(lp, lp, None, adv, mask)               # ratio 1: token loss = -A
+  s4, d4, _ = K.grpo_loss(lp, lp, None, adv, mask, decision_weight=4.0)
+  assert float(d1) == float(d4) == 4.0
+  assert float(s1) == pytest.approx(-(3 * 1.0) + 2.0)
+  assert float(s4) == pytest.approx(-(4 * 1.0 + 2 * 1.0) + 4 * 2.0)
+
+
 def test_continual_metrics():
   R = [[0.8, 0.1, 0.0], [0.6, 0.9, 0.2], [0.4, 0.7, 0.5]]
   assert cm.acc(R) == pytest.approx((0.4 + 0.7 + 0.5) / 3)

@@ -48,6 +48,12 @@ def rl_pool(task, k: int, n: int, seed: int) -> list:
   return task.examples("train", n, seed=derive_seed(seed, "rl", k))
 
 
+def self_knowledge_pool(task, k: int, n: int, seed: int) -> list:
+  """Problems the warm start labels by its own failures (`warmstart.marker_on = "failures"`):
+  a train-split draw of its own, independent of the warm start's and RL's pools."""
+  return task.examples("train", n, seed=derive_seed(seed, "self_knowledge", k))
+
+
 def router_calibration(task, k: int, n: int, seed: int) -> list:
   """The router baseline's fitting set: train-split problems (never the eval split), distinct
   where the split has n of them (a small file task repeats rows)."""

@@ -101,12 +101,26 @@ def policy_mask(completion_mask, cloud_token_mask):
   return completion_mask & ~cloud_token_mask
 
 
+def first_token(mask):
+  """[N, T] bool: each row's first masked token (the policy's first generated token: the
+  offload marker, or the first token of a local answer)."""
+  return mask & (jnp.cumsum(mask.astype(jnp.int32), -1) == 1)
+
+
 def grpo_loss(logp, old_logp, ref_logp, adv, mask, *, eps_low=0.2, eps_high=None, beta=0.0,
-              aggregation="token-mean"):
-  """(loss sum, denominator, aux sums) of the clipped surrogate + β·k3 KL on masked tokens."""
+              aggregation="token-mean", decision_weight=1.0):
+  """(loss sum, denominator, aux sums) of the clipped surrogate + β·k3 KL on masked tokens.
+
+  decision_weight: the surrogate of each row's first generated token (where the policy decides
+  between the offload marker and a local answer) counts this many times. Under token-mean an
+  offloaded row has one policy token and a local row about as many as its answer is long, so with
+  long answers (scratchpads) the decision gets a small share of the gradient; the denominator is
+  unchanged, so w > 1 adds weight to the decision without shrinking the answer's."""
   agg = AGGREGATIONS[aggregation]
   surr, clipped = clipped_surrogate(logp, old_logp, adv, eps_low, eps_high)
   per_tok = surr
+  if decision_weight != 1.0:
+    per_tok = jnp.where(first_token(mask), decision_weight * surr, surr)
   kl = k3_kl(logp, ref_logp) if ref_logp is not None else jnp.zeros_like(logp)
   if beta:
     per_tok = per_tok + beta * kl

@@ -26,14 +26,16 @@ def compute_advantages(reward, cost, lam, gamma, *, scale: str = "none", shaped:
 
 
 def make_rl_step(graphdef, tx, *, eps_low=0.2, eps_high=None, beta=0.0,
-                 aggregation="token-mean", ban_id: int = -1, state_shardings=None):
+                 aggregation="token-mean", ban_id: int = -1, state_shardings=None,
+                 decision_weight: float = 1.0):
   """(state, batch, ref_params) -> (state, metrics); batch fields [A, b, ...], adv [A, b].
 
   ban_id >= 0: the rollouts were sampled with that token banned (the offload marker, for routes
   where the policy may not offload), so the policy being optimised is the banned one: its
   log-probs renormalise over the other tokens, as the sampler's old_logp do. Without this the
   on-policy ratio was 1 − p(marker) instead of 1 and clipped some updates at step one.
-  state_shardings: as in `dacl.train.sft.make_train_step` (the state's layout on a mesh)."""
+  state_shardings: as in `dacl.train.sft.make_train_step` (the state's layout on a mesh).
+  decision_weight: weight of each row's first generated token (`kernels.grpo_loss`)."""
 
   def policy_logits(p, frozen, mb):
     logits, _ = nnx.merge(graphdef, full_params(p, frozen))(mb["tokens"], mb["positions"], mb["mask"])
@@ -49,7 +51,7 @@ def make_rl_step(graphdef, tx, *, eps_low=0.2, eps_high=None, beta=0.0,
                                                   mb["targets"]))
     s, d, aux = kernels.grpo_loss(logp, mb["old_logp"], ref_logp, mb["adv"], mb["loss_mask"],
                                   eps_low=eps_low, eps_high=eps_high, beta=beta,
-                                  aggregation=aggregation)
+                                  aggregation=aggregation, decision_weight=decision_weight)
     return s, (d, aux)
 
   def step(state: TrainState, batch, ref_params):

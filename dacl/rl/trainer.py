@@ -35,46 +35,16 @@ from dacl.rl.router import Router, prompt_features
 from dacl.rl.step import compute_advantages, make_rl_step
 from dacl.sampling import STOP_MARKER, Sampler, SamplingParams, next_bucket
 from dacl.train.checkpoint import Checkpointer
-from dacl.train.sft import (BatchStream, fit, full_params, init_train_state, make_optimizer,
-                            make_sft_batch, state_model)
+from dacl.rl.warmstart import marker_ids, marker_text, warm_start
+from dacl.train.sft import BatchStream, init_train_state, make_optimizer, state_model
 
 log = logging.getLogger("dacl")
 
 
 # ----------------------------------------------------------------------------- setup helpers
 
-def marker_text(config, tok) -> str:
-  return config.offload.marker
-
-
-def marker_ids(config, tok) -> tuple:
-  return tuple(tok.encode(config.offload.marker, add_bos=False))
-
-
 def _micro(batch: dict, accum: int) -> dict:
   return {k: v.reshape(accum, v.shape[0] // accum, *v.shape[1:]) for k, v in batch.items()}
-
-
-def warm_start(config, workdir, model, tok, pools, seed, mesh=None):
-  """SFT on every task's demonstrations (`pools`: one train-split pool per task), a fraction
-  replaced by the offload marker. Resumable; returns the trained parameters (nnx.State)."""
-  wc = config.warmstart
-  rng = np.random.default_rng(seed)
-  pool = []
-  for task_pool in pools:
-    for e in task_pool:
-      if rng.random() < wc.offload_fraction:
-        e = dataclasses.replace(e, solution=marker_text(config, tok))
-      pool.append(e)
-  tx = make_optimizer(wc.lr, wc.steps, wc.warmup_steps, config.optim.weight_decay,
-                      config.optim.b1, config.optim.b2, config.optim.clip_norm, 0.1)
-  graphdef, state = init_train_state(model, tx, seed)
-  stream = BatchStream(pool, wc.batch_size, seed)
-  state = fit(graphdef, state, tx,
-              lambda i: make_sft_batch(stream.batch(i), tok, wc.seq_len, chat=config.task_chat),
-              wc.steps, os.path.join(workdir, "checkpoints"), desc=f"warm-start SFT (seed {seed})",
-              record={"phase": "warmstart", "seed": seed}, mesh=mesh)
-  return graphdef, full_params(state.params, state.frozen)
 
 
 # ----------------------------------------------------------------------------- evaluation
@@ -191,10 +161,11 @@ def run_one(config, run_dir, algo_name, seed, shared_dir) -> dict:
     raise ValueError(f"stream.steps has {len(steps)} entries for {len(tasks)} tasks")
   K = len(tasks)
   mesh = parallel.make_mesh(tuple(config.mesh.shape) or None)
+  ws_tasks = sd.warmstart_tasks(config, tasks)
   graphdef, params0 = warm_start(
       config, os.path.join(shared_dir, f"warmstart_s{seed}"), model, tok,
-      [sd.warmstart_pool(t, config.warmstart.examples_per_task, seed)
-       for t in sd.warmstart_tasks(config, tasks)], seed, mesh)
+      [sd.warmstart_pool(t, config.warmstart.examples_per_task, seed) for t in ws_tasks], seed,
+      mesh, tasks=ws_tasks)
   model = nnx.merge(graphdef, params0)
   oc = config.optim
   tx = make_optimizer(rc.lr, sum(steps), rc.warmup_steps, oc.weight_decay, oc.b1, oc.b2,
@@ -234,7 +205,7 @@ def run_one(config, run_dir, algo_name, seed, shared_dir) -> dict:
   rl_step = make_rl_step(graphdef, tx, eps_low=rc.eps_low, eps_high=rc.eps_high or None,
                          beta=rc.beta, aggregation=rc.aggregation,
                          ban_id=mk[0] if (spec.route != "policy" and len(mk) == 1) else -1,
-                         state_shardings=shardings)
+                         state_shardings=shardings, decision_weight=rc.decision_weight)
   B, G = rc.batch_prompts, rc.group
 
   def refresh_sampler():
@@ -474,7 +445,11 @@ def run_dagrpo(config, workdir: str) -> dict:
         t.name: sd.data_report(t, {
             "warmstart": (sd.warmstart_pool(t, config.warmstart.examples_per_task, seed)
                           if t.name in seen else []),
-            "rl": sd.rl_pool(t, k, config.stream.train_size, seed)}, held[k],
+            "rl": sd.rl_pool(t, k, config.stream.train_size, seed),
+            **({"self_knowledge": sd.self_knowledge_pool(t, k, int(config.warmstart.calib_examples),
+                                                         seed)}
+               if t.name in seen and config.warmstart.get("marker_on") == "failures" else {})},
+            held[k],
             space_draws=int(config.stream.space_draws))
         for k, t in enumerate(tasks)}
   for algo in config.algorithms:

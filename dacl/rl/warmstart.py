@@ -1,0 +1,114 @@
+"""The DA-GRPO warm start: SFT on the stream tasks' demonstrations before any RL, and its optional
+second phase, self-knowledge SFT, which teaches the offload marker where the model is wrong.
+
+Phase 1 (`warm_start`): demonstrations of every warm-start task, a fraction `offload_fraction`
+replaced by the offload marker on random problems (so the policy knows the marker exists, but its
+marker probability says nothing about the problem).
+
+Phase 2 (`warmstart.marker_on = "failures"`, `self_knowledge`): `calib_examples` fresh
+train-split problems per task, each labelled by phase 1's own greedy answer (marker banned);
+SFT for `calib_steps` on the marker where that answer was wrong and the demonstration where it was
+right. The policy's probability of starting with the marker then estimates its own probability
+of failing, the signal a budget needs to spend its offloads well; RL starts from there. The
+`router` baseline learns the same labels in a separate classifier.
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+
+import jax
+import numpy as np
+from flax import nnx
+
+from dacl.continual import stream as sd
+from dacl.evaluation import format_prompt
+from dacl.metrics import write_json_atomic
+from dacl.sampling import Sampler, SamplingParams
+from dacl.train.sft import (BatchStream, fit, full_params, init_train_state, make_optimizer,
+                            make_sft_batch)
+
+log = logging.getLogger("dacl")
+MARKER_ON = ("random", "failures")
+
+
+def marker_text(config, tok) -> str:
+  return config.offload.marker
+
+
+def marker_ids(config, tok) -> tuple:
+  return tuple(tok.encode(config.offload.marker, add_bos=False))
+
+
+def _fit(config, ckpt_dir, model, tok, rows, seed, steps, lr, warmup, desc, phase, mesh):
+  """SFT of `model` on `rows` (Examples) for `steps`, resumable from ckpt_dir."""
+  wc = config.warmstart
+  tx = make_optimizer(lr, steps, warmup, config.optim.weight_decay, config.optim.b1,
+                      config.optim.b2, config.optim.clip_norm, 0.1)
+  graphdef, state = init_train_state(model, tx, seed)
+  stream = BatchStream(rows, wc.batch_size, seed)
+  state = fit(graphdef, state, tx,
+              lambda i: make_sft_batch(stream.batch(i), tok, wc.seq_len, chat=config.task_chat),
+              steps, ckpt_dir, desc=f"{desc} (seed {seed})", record={"phase": phase, "seed": seed},
+              mesh=mesh)
+  return graphdef, full_params(state.params, state.frozen)
+
+
+def warm_start(config, workdir, model, tok, pools, seed, mesh=None, tasks=None):
+  """Phase 1 on every task's demonstrations (`pools`: one train-split pool per warm-start task,
+  `tasks` the matching Task objects, needed by phase 2). Resumable; returns (graphdef, params)."""
+  wc = config.warmstart
+  marker_on = str(wc.get("marker_on", "random"))
+  if marker_on not in MARKER_ON:
+    raise ValueError(f"warmstart.marker_on must be one of {MARKER_ON}, got {marker_on!r}")
+  rng = np.random.default_rng(seed)
+  pool = []
+  for task_pool in pools:
+    for e in task_pool:
+      if rng.random() < wc.offload_fraction:
+        e = dataclasses.replace(e, solution=marker_text(config, tok))
+      pool.append(e)
+  graphdef, params = _fit(config, os.path.join(workdir, "checkpoints"), model, tok, pool, seed,
+                          wc.steps, wc.lr, wc.warmup_steps, "warm-start SFT", "warmstart", mesh)
+  if marker_on == "failures":
+    graphdef, params = self_knowledge(config, workdir, nnx.merge(graphdef, params), tok, tasks,
+                                      seed, mesh)
+  return graphdef, params
+
+
+def label_failures(config, model, tok, task, examples, seed, chunk: int = 256) -> np.ndarray:
+  """1.0 where the model's greedy local answer (marker banned) to an example is wrong, [n]."""
+  sampler = Sampler(model, tok, max_cache_len=config.model.max_seq_len)
+  sp = SamplingParams(max_new_tokens=config.rl.max_new_tokens, temperature=0.0,
+                      marker_ids=marker_ids(config, tok), ban_marker=True)
+  texts = []
+  for i in range(0, len(examples), chunk):
+    part = examples[i:i + chunk]
+    texts += sampler([format_prompt(tok, e.prompt, config.task_chat) for e in part],
+                     jax.random.key(seed), sp).texts
+  return 1.0 - np.asarray(task.score_many(texts, examples), np.float64)
+
+
+def self_knowledge(config, workdir, model, tok, tasks, seed, mesh=None):
+  """Phase 2 (module docstring). Resumable: the labels are recomputed (greedy, deterministic)
+  and the SFT restores from its own checkpoints."""
+  wc = config.warmstart
+  if not tasks:
+    raise ValueError("warmstart.marker_on='failures' needs the warm-start tasks to label")
+  rows, labels = [], {}
+  for k, t in enumerate(tasks):
+    ex = sd.self_knowledge_pool(t, k, int(wc.calib_examples), seed)
+    failed = label_failures(config, model, tok, t, ex, seed)
+    labels[t.name] = {"n": len(ex), "failed": float(failed.mean())}
+    log.info("self-knowledge labels, %s: the warm start fails %.1f%% of %d train-split problems",
+             t.name, 100 * failed.mean(), len(ex))
+    rows += [dataclasses.replace(e, solution=marker_text(config, tok)) if f else e
+             for e, f in zip(ex, failed)]
+  out = os.path.join(workdir, "self_knowledge")
+  os.makedirs(out, exist_ok=True)
+  write_json_atomic(os.path.join(out, "labels.json"), labels)
+  steps = int(wc.calib_steps)
+  return _fit(config, os.path.join(out, "checkpoints"), model, tok, rows, seed, steps,
+              float(wc.calib_lr), min(int(wc.warmup_steps), steps // 10), "self-knowledge SFT",
+              "self_knowledge", mesh)

@@ -6,9 +6,11 @@ the SIMULATED cloud, the tiny byte-level SLM warm-started by SFT inside the job.
 
 "scratch" (F8): demonstrations are scratchpads (`dacl.data.scratch`: reversed digits, the sign
 first, one step per operation), the warm start sees 40,000 problems per task at lr 3e-3, RL
-runs at lr 3e-5, and a quarter of each RL batch replays earlier tasks' prompts. On held-out
-problems this warm start answers add2 / mul / mixed3 at about 0.75 / 0.07 / 0.81 (seed 0), and
-GRPO raises add2 and mixed3. "answer": the earlier job (bare
+runs at lr 3e-5, and a quarter of each RL batch replays earlier tasks' prompts. A second
+warm-start phase, self-knowledge SFT (`warmstart.marker_on = "failures"`, dacl/rl/warmstart.py),
+teaches the offload marker on the problems the warm start itself gets wrong, so the policy starts
+RL knowing which problems to send. On held-out problems this warm start answers add2 / mul /
+mixed3 at about 0.84 / 0.09 / 0.84 (seed 0). "answer": the earlier job (bare
 answers, 6,000 problems per task at lr 6e-3, RL at lr 2e-4), whose held-out local skill was
 0.17 / 0.05 / 0.14 and fell under RL. Measurements in BUILD_NOTES.md (F8).
 """
@@ -40,6 +42,8 @@ def get_config(arg=None):
     c.rl.lr = 3e-5                      # 2e-4 lowered held-out local accuracy (noise-dominated steps)
     c.stream.replay_fraction = 0.25     # a quarter of each batch from earlier tasks: add2 forgot
                                         # 0.82 -> 0.70 without it, 0.82 -> 0.79 with it (seed 0)
+    c.warmstart.marker_on = "failures"  # self-knowledge SFT: the marker where the warm start is
+                                        # wrong; offload AUROC 0.64/0.38/0.53 -> 0.88/0.99/0.80
   c.stream.local_eval_every = 20         # L of every task over the steps (plots/dynamics_*.png)
   c.eval.num_examples = 128
   c.train.save_every = 20

@@ -25,6 +25,8 @@ def test_main_job_formats():
   fmts = lambda c: {t.kwargs.solution_format for t in c.stream.tasks}
   assert fmts(get_config()) == {"scratch"} and fmts(get_config("answer")) == {"answer"}
   assert get_config("answer").rl.lr > get_config().rl.lr
+  assert get_config().warmstart.marker_on == "failures"          # self-knowledge SFT
+  assert get_config("answer").warmstart.marker_on == "random"
   with pytest.raises(ValueError, match="scratch"):
     get_config("scratchpad")
 

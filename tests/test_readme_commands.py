@@ -21,7 +21,8 @@ _RL_SMALL = ["--config.warmstart.steps=8", "--config.warmstart.examples_per_task
              "--config.stream.train_size=32", "--config.eval.num_examples=4",
              "--config.rl.batch_prompts=2", "--config.rl.group=2",
              "--config.stream.post_switch_steps=1", "--config.stream.space_draws=200",
-             "--config.train.save_every=1000"]
+             "--config.train.save_every=1000", "--config.warmstart.calib_examples=32",
+             "--config.warmstart.calib_steps=2"]
 # config basename -> overrides that shorten it (appended after the README's own arguments)
 SHORT = {
     "dagrpo_stream.py": _RL_SMALL + ["--config.stream.steps=(1,1,1)"],

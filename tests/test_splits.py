@@ -82,7 +82,8 @@ def _stream_data_key(path):
   if "stream" not in c:
     return path
   return (str([t.to_dict() for t in c.stream.tasks]), c.warmstart.examples_per_task,
-          str(c.warmstart.get("coverage", "all")), c.stream.train_size, c.eval.num_examples,
+          str(c.warmstart.get("coverage", "all")), str(c.warmstart.get("marker_on", "random")),
+          c.warmstart.get("calib_examples", 0), c.stream.train_size, c.eval.num_examples,
           c.eval.data_seed, tuple(sorted({int(s) for s in c.seeds} | {0, 1, 2})))
 
 
@@ -113,6 +114,9 @@ def test_shipped_configs_evaluate_on_problems_they_never_train_on(path):
         trained = {e.canonical for e in sd.warmstart_pool(t, c.warmstart.examples_per_task, seed)}
         trained |= {e.canonical for e in sd.rl_pool(t, k, c.stream.train_size, seed)}
         trained |= {e.canonical for e in sd.router_calibration(t, k, c.eval.num_examples, seed)}
+        if c.warmstart.get("marker_on") == "failures":   # self-knowledge SFT's labelled draw
+          trained |= {e.canonical for e in sd.self_knowledge_pool(
+              t, k, int(c.warmstart.calib_examples), seed)}
         ev = {e.canonical for e in held[k]}
         assert ev and not ev & trained, (path, seed, t.name)
         assert not {e.prompt for e in held[k]} & {e.prompt for e in sd.rl_pool(t, k, c.stream.train_size, seed)}

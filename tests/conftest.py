@@ -20,7 +20,9 @@ def smollm2():
 # end-to-end runs, the 8-device and 2-process checks), so that under `-n 2` the suite ends on
 # short tests instead of one worker finishing a long one while the other idles. A stable sort:
 # the order within a file, and of every other file, is unchanged; every worker collects the same
-# order, as xdist requires.
+# order, as xdist requires. This needs `--maxschedchunk=1` (launch/test.sh): xdist's load
+# scheduler otherwise hands each worker a fixed first chunk of ~1/8 of the suite, which would
+# put all of the slow files on one worker.
 _SLOW_FILES = ("test_readme_commands.py", "test_adaswitch_e2e.py", "test_dagrpo_e2e.py",
                "test_coplms_e2e.py", "test_cloud_e2e.py", "test_sharding.py",
                "test_multiprocess.py", "test_serve.py", "test_smollm2.py", "test_lora.py")

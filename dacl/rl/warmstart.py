@@ -41,17 +41,23 @@ def marker_ids(config, tok) -> tuple:
   return tuple(tok.encode(config.offload.marker, add_bos=False))
 
 
-def _fit(config, ckpt_dir, model, tok, rows, seed, steps, lr, warmup, desc, phase, mesh):
-  """SFT of `model` on `rows` (Examples) for `steps`, resumable from ckpt_dir."""
+def _fit(config, ckpt_dir, model, tok, rows_fn, seed, steps, lr, warmup, desc, phase, mesh):
+  """SFT of `model` for `steps` on the Examples `rows_fn()` returns, resumable from ckpt_dir.
+  rows_fn is called only if steps remain: a finished phase is restored without rebuilding its
+  data (for self-knowledge SFT, without decoding its labels again)."""
   wc = config.warmstart
   tx = make_optimizer(lr, steps, warmup, config.optim.weight_decay, config.optim.b1,
                       config.optim.b2, config.optim.clip_norm, 0.1)
   graphdef, state = init_train_state(model, tx, seed)
-  stream = BatchStream(rows, wc.batch_size, seed)
-  state = fit(graphdef, state, tx,
-              lambda i: make_sft_batch(stream.batch(i), tok, wc.seq_len, chat=config.task_chat),
-              steps, ckpt_dir, desc=f"{desc} (seed {seed})", record={"phase": phase, "seed": seed},
-              mesh=mesh)
+  stream = []
+
+  def batch_fn(i):
+    if not stream:
+      stream.append(BatchStream(rows_fn(), wc.batch_size, seed))
+    return make_sft_batch(stream[0].batch(i), tok, wc.seq_len, chat=config.task_chat)
+
+  state = fit(graphdef, state, tx, batch_fn, steps, ckpt_dir, desc=f"{desc} (seed {seed})",
+              record={"phase": phase, "seed": seed}, mesh=mesh)
   return graphdef, full_params(state.params, state.frozen)
 
 
@@ -62,14 +68,17 @@ def warm_start(config, workdir, model, tok, pools, seed, mesh=None, tasks=None):
   marker_on = str(wc.get("marker_on", "random"))
   if marker_on not in MARKER_ON:
     raise ValueError(f"warmstart.marker_on must be one of {MARKER_ON}, got {marker_on!r}")
-  rng = np.random.default_rng(seed)
-  pool = []
-  for task_pool in pools:
-    for e in task_pool:
-      if rng.random() < wc.offload_fraction:
-        e = dataclasses.replace(e, solution=marker_text(config, tok))
-      pool.append(e)
-  graphdef, params = _fit(config, os.path.join(workdir, "checkpoints"), model, tok, pool, seed,
+  def rows():
+    rng = np.random.default_rng(seed)
+    pool = []
+    for task_pool in pools:
+      for e in task_pool:
+        if rng.random() < wc.offload_fraction:
+          e = dataclasses.replace(e, solution=marker_text(config, tok))
+        pool.append(e)
+    return pool
+
+  graphdef, params = _fit(config, os.path.join(workdir, "checkpoints"), model, tok, rows, seed,
                           wc.steps, wc.lr, wc.warmup_steps, "warm-start SFT", "warmstart", mesh)
   if marker_on == "failures":
     graphdef, params = self_knowledge(config, workdir, nnx.merge(graphdef, params), tok, tasks,
@@ -91,23 +100,27 @@ def label_failures(config, model, tok, task, examples, seed, chunk: int = 256) -
 
 
 def self_knowledge(config, workdir, model, tok, tasks, seed, mesh=None):
-  """Phase 2 (module docstring). Resumable: the labels are recomputed (greedy, deterministic)
-  and the SFT restores from its own checkpoints."""
+  """Phase 2 (module docstring). Resumable: an unfinished phase labels again (greedy,
+  deterministic) and continues from its own checkpoints; a finished one is only restored."""
   wc = config.warmstart
   if not tasks:
     raise ValueError("warmstart.marker_on='failures' needs the warm-start tasks to label")
-  rows, labels = [], {}
-  for k, t in enumerate(tasks):
-    ex = sd.self_knowledge_pool(t, k, int(wc.calib_examples), seed)
-    failed = label_failures(config, model, tok, t, ex, seed)
-    labels[t.name] = {"n": len(ex), "failed": float(failed.mean())}
-    log.info("self-knowledge labels, %s: the warm start fails %.1f%% of %d train-split problems",
-             t.name, 100 * failed.mean(), len(ex))
-    rows += [dataclasses.replace(e, solution=marker_text(config, tok)) if f else e
-             for e, f in zip(ex, failed)]
   out = os.path.join(workdir, "self_knowledge")
-  os.makedirs(out, exist_ok=True)
-  write_json_atomic(os.path.join(out, "labels.json"), labels)
+
+  def rows():
+    rows, labels = [], {}
+    for k, t in enumerate(tasks):
+      ex = sd.self_knowledge_pool(t, k, int(wc.calib_examples), seed)
+      failed = label_failures(config, model, tok, t, ex, seed)
+      labels[t.name] = {"n": len(ex), "failed": float(failed.mean())}
+      log.info("self-knowledge labels, %s: the warm start fails %.1f%% of %d train-split problems",
+               t.name, 100 * failed.mean(), len(ex))
+      rows += [dataclasses.replace(e, solution=marker_text(config, tok)) if f else e
+               for e, f in zip(ex, failed)]
+    os.makedirs(out, exist_ok=True)
+    write_json_atomic(os.path.join(out, "labels.json"), labels)
+    return rows
+
   steps = int(wc.calib_steps)
   return _fit(config, os.path.join(out, "checkpoints"), model, tok, rows, seed, steps,
               float(wc.calib_lr), min(int(wc.warmup_steps), steps // 10), "self-knowledge SFT",

@@ -52,6 +52,7 @@ def get_rl_base() -> ml_collections.ConfigDict:
       # marker_on: "random" (the marker replaces offload_fraction of the demonstrations) or
       # "failures" (then a second phase, self-knowledge SFT: calib_examples fresh problems per task
       # labelled by the warm start's own greedy answers, the marker where wrong; dacl/rl/warmstart.py)
+      # or "budget" (the same phase, the marker on at most floor(tau*n) failures, least confident first)
       marker_on="random", calib_examples=8192, calib_steps=200, calib_lr=1e-3))
   c.rl = ml_collections.ConfigDict(dict(
       lr=2e-4, warmup_steps=5, batch_prompts=16, group=8, grad_accum=1, max_new_tokens=8,

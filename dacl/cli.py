@@ -79,8 +79,9 @@ JOBS = {
     "coplms": "dacl.coplms.job:run_coplms",
 }
 # jobs that run as several jax.distributed processes (launch/local_multiprocess.sh, tpu_pod.sh,
-# gpu_slurm.sbatch); the others still decide on the host per process (rollouts, cloud calls)
-MULTIPROCESS = ("sft",)
+# gpu_slurm.sbatch). DA-GRPO ("rl") calls the cloud from process 0 and broadcasts the answers
+# (dacl/cloud/multihost.py); AdaSwitch and Co-PLMs still decide on the host per process.
+MULTIPROCESS = ("sft", "rl")
 EVALS = {
     "sft": "dacl.train.evaluate_run:run_eval",
     "rl": "dacl.rl.trainer:eval_runs",
@@ -111,6 +112,8 @@ def cmd_train(argv):
   from dacl.report import print_tables, write_plots
   job = _resolve(JOBS, cfg.algorithm, "dacl train")
   import jax
+  if jax.process_index() > 0:   # process 0 logs; the others only their warnings and errors
+    logging.getLogger("dacl").setLevel(logging.WARNING)
   if jax.process_count() > 1 and cfg.algorithm not in MULTIPROCESS:
     _die(f"algorithm {cfg.algorithm!r} runs in one process (any number of local devices: "
          f"--config.mesh.shape); multi-process runs support {sorted(MULTIPROCESS)} so far")

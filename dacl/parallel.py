@@ -99,9 +99,32 @@ def batch_sharding(mesh: Mesh, ndim: int, batch_axis: int = 0) -> NamedSharding:
   return NamedSharding(mesh, P(*spec))
 
 
+def data_parallel_size(mesh: Mesh) -> int:
+  """How many ways a batch is split: the product of the ('data', 'fsdp') axes."""
+  return mesh.shape["data"] * mesh.shape["fsdp"]
+
+
+def cache_shardings(n_kv_heads: int, mesh: Mesh) -> tuple:
+  """(keys/values [B, S, K, D], mask [B, S]) shardings of a KV cache: rows over ('data', 'fsdp')
+  like every batch, KV heads over 'tensor' where it divides them (like wk/wv's output heads)."""
+  t = mesh.shape["tensor"]
+  kv = "tensor" if t > 1 and n_kv_heads % t == 0 else None
+  return (NamedSharding(mesh, P(("data", "fsdp"), None, kv, None)),
+          NamedSharding(mesh, P(("data", "fsdp"), None)))
+
+
+def to_host(x) -> np.ndarray:
+  """A jax.Array as one numpy array on every process (gathered across processes when its
+  shards are not all local: a batch-sharded array of a multi-process run)."""
+  if getattr(x, "is_fully_addressable", True) or x.is_fully_replicated:
+    return np.asarray(x)
+  from jax.experimental import multihost_utils
+  return np.asarray(multihost_utils.process_allgather(x, tiled=True))
+
+
 def shard_batch(batch: dict, mesh: Mesh, batch_axis: int = 0) -> dict:
   """Place a host batch of numpy arrays on the mesh, split along batch_axis."""
-  n = mesh.shape["data"] * mesh.shape["fsdp"]
+  n = data_parallel_size(mesh)
   out = {}
   for k, v in batch.items():
     v = np.asarray(v)

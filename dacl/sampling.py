@@ -206,9 +206,13 @@ def sample_rows(logits, keys, temperature, top_k, top_p):
   return tok, lp
 
 
-@functools.partial(jax.jit, static_argnames=("graphdef", "cache_size", "num_samples"))
-def prefill(graphdef, state, tokens, mask, *, cache_size: int, num_samples: int):
-  """tokens/mask [B, P] left-padded -> (last logits [B*G, V], cache for B*G rows, prompt_len [B*G])."""
+@functools.partial(jax.jit, static_argnames=("graphdef", "cache_size", "num_samples",
+                                             "cache_shardings"))
+def prefill(graphdef, state, tokens, mask, *, cache_size: int, num_samples: int,
+            cache_shardings=None):
+  """tokens/mask [B, P] left-padded -> (last logits [B*G, V], cache for B*G rows, prompt_len [B*G]).
+  cache_shardings: (k/v, mask) NamedShardings the cache is constrained to (`parallel.cache_shardings`;
+  the decode loop keeps the layout it receives), or None to leave it to XLA."""
   model = nnx.merge(graphdef, state)
   B, P = tokens.shape
   positions = jnp.maximum(jnp.cumsum(mask, axis=1) - 1, 0).astype(jnp.int32)
@@ -217,6 +221,11 @@ def prefill(graphdef, state, tokens, mask, *, cache_size: int, num_samples: int)
   rep = lambda x, ax: jnp.repeat(x, num_samples, axis=ax)
   cache = KVCache(tuple(rep(k, 0) for k in cache.k), tuple(rep(v, 0) for v in cache.v),
                   rep(cache.mask, 0), cache.index)
+  if cache_shardings is not None:
+    kv, m = cache_shardings
+    c = jax.lax.with_sharding_constraint
+    cache = KVCache(tuple(c(k, kv) for k in cache.k), tuple(c(v, kv) for v in cache.v),
+                    c(cache.mask, m), cache.index)
   return rep(logits[:, -1], 0), cache, rep(mask.sum(1).astype(jnp.int32), 0)
 
 
@@ -300,16 +309,39 @@ def next_token_logprobs(graphdef, state, tokens, mask, ids):
 class Sampler:
   """Generates from a Decoder with a tokenizer. Compiles once per (row bucket, prompt bucket,
   buffer bucket, stop-set shape). min_bucket / min_rows: the smallest prompt-length and row
-  buckets (raise them when row counts and lengths vary call to call, to compile fewer shapes)."""
+  buckets (raise them when row counts and lengths vary call to call, to compile fewer shapes).
+
+  mesh: rows are split over its ('data', 'fsdp') axes (the row bucket becomes a multiple of
+  that size) and the KV cache is laid out by `parallel.cache_shardings`; the parameters keep the
+  layout they come with. Outputs are gathered to every process. None: one device's layout."""
 
   def __init__(self, model, tokenizer, max_cache_len: Optional[int] = None, min_bucket: int = 16,
-               min_rows: int = 1):
+               min_rows: int = 1, mesh=None):
     self.graphdef, self.state = nnx.split(model)
     self.cfg = model.cfg
     self.tokenizer = tokenizer
     self.max_cache_len = max_cache_len or self.cfg.max_seq_len
     self.min_bucket = min_bucket
+    self.mesh = mesh
+    self.cache_shardings = None
+    if mesh is not None:
+      from dacl import parallel
+      dp = parallel.data_parallel_size(mesh)
+      min_rows = dp * -(-max(1, min_rows) // dp)   # row buckets min_rows * 2^k: multiples of dp
+      self.cache_shardings = parallel.cache_shardings(self.cfg.n_kv_heads, mesh)
     self.min_rows = min_rows
+
+  def _put(self, x: np.ndarray):
+    """A host array [rows, ...] on the mesh, rows split over ('data', 'fsdp')."""
+    if self.mesh is None:
+      return jnp.asarray(x)
+    from dacl import parallel
+    return jax.device_put(x, parallel.batch_sharding(self.mesh, x.ndim))
+
+  @staticmethod
+  def _host(x) -> np.ndarray:
+    from dacl.parallel import to_host
+    return to_host(x)
 
   def update_state(self, state):
     """Swap in new parameters (same structure) without recompiling."""
@@ -339,9 +371,9 @@ class Sampler:
                                f"{self.max_cache_len}")
     P = max(min(next_bucket(longest, self.min_bucket), self.max_cache_len), longest)
     tokens, mask = self._pad(ids, P)
-    out = next_token_logprobs(self.graphdef, self.state, jnp.asarray(tokens), jnp.asarray(mask),
+    out = next_token_logprobs(self.graphdef, self.state, self._put(tokens), self._put(mask),
                               jnp.asarray(list(token_ids), jnp.int32))
-    return np.asarray(out)[:len(ids)]
+    return self._host(out)[:len(ids)]
 
   def __call__(self, prompts, key, params: SamplingParams = SamplingParams()) -> SampleOutput:
     ids = self.encode_prompts(prompts)
@@ -370,16 +402,17 @@ class Sampler:
     if mk:
       marker_seq[0, marker_seq.shape[1] - len(mk):] = mk
     ban_id = mk[0] if (len(mk) == 1 and params.ban_marker) else -1   # text tags cannot be banned
-    logits, cache, plen = prefill(self.graphdef, self.state, jnp.asarray(tokens), jnp.asarray(mask),
-                                  cache_size=P + M, num_samples=G)
+    logits, cache, plen = prefill(self.graphdef, self.state, self._put(tokens), self._put(mask),
+                                  cache_size=P + M, num_samples=G,
+                                  cache_shardings=self.cache_shardings)
     toks, lps, slps, reason, lengths, _ = decode(
         self.graphdef, self.state, cache, logits, plen, key, jnp.int32(params.max_new_tokens),
         jnp.float32(params.temperature), jnp.int32(params.top_k), jnp.float32(params.top_p),
-        jnp.asarray(stop_arr), jnp.asarray(stop_seqs), jnp.asarray(marker_seq), jnp.int32(ban_id),
+        self._put(stop_arr), jnp.asarray(stop_seqs), jnp.asarray(marker_seq), jnp.int32(ban_id),
         buffer=M, notify=bool(params.notify_marker and mk))
     N = B * G
-    toks, lps, slps = (np.asarray(a)[:N, :params.max_new_tokens] for a in (toks, lps, slps))
-    reason, lengths = np.array(reason[:N]), np.array(lengths[:N])
+    toks, lps, slps = (self._host(a)[:N, :params.max_new_tokens] for a in (toks, lps, slps))
+    reason, lengths = self._host(reason)[:N].copy(), self._host(lengths)[:N].copy()
     texts = []
     for n in range(N):
       L = lengths[n]

@@ -41,9 +41,14 @@ for ((i = 0; i < NPROC; i++)); do
     $DACL train --config="$CONFIG" --workdir="$WORKDIR" "$@" &
   pids+=($!)
 done
+# wait -n: whichever process ends first; a failure (or a SIGKILL) stops the rest at once, since
+# they would otherwise block in their next collective until the coordinator's heartbeat timeout
 status=0
-for p in "${pids[@]}"; do
-  wait "$p" || { status=$?; kill "${pids[@]}" 2>/dev/null || true; }
+for ((i = 0; i < NPROC; i++)); do
+  rc=0; wait -n || rc=$?
+  if [ "$rc" -ne 0 ] && [ "$status" -eq 0 ]; then
+    status=$rc; kill "${pids[@]}" 2>/dev/null || true
+  fi
 done
 trap - EXIT
 exit $status

@@ -1,6 +1,7 @@
 """Two local processes under jax.distributed (CPU collectives, coordinator on 127.0.0.1), started
-by launch/local_multiprocess.sh: SFT equals the single-process run, process 0 alone writes the
-run's files, and a rerun resumes from the checkpoint both processes saved."""
+by launch/local_multiprocess.sh: SFT and DA-GRPO equal the single-process run, process 0 alone
+writes the run's files and calls the cloud, and a rerun resumes from the checkpoint both
+processes saved (after a SIGKILL, for DA-GRPO)."""
 import json
 import os
 import socket
@@ -68,7 +69,92 @@ def test_two_processes_match_one_and_resume(tmp_path):
 
 def test_single_process_jobs_refuse_multiprocess(tmp_path):
   r = subprocess.run(["bash", os.path.join(ROOT, "launch", "local_multiprocess.sh"), "--nproc",
-                      "2", "--port", str(_port()), os.path.join(ROOT, "configs", "dagrpo_stream.py"),
+                      "2", "--port", str(_port()), os.path.join(ROOT, "configs", "adaswitch_arith.py"),
                       str(tmp_path)], capture_output=True, text=True, env=_env(), cwd=ROOT,
                      timeout=300)
-  assert r.returncode == 2 and "multi-process runs support ['sft']" in r.stderr
+  assert r.returncode == 2 and "multi-process runs support ['rl', 'sft']" in r.stderr
+
+
+DAGRPO = os.path.join(ROOT, "configs", "dagrpo_stream.py")
+DAGRPO_SMALL = ["--config.warmstart.steps=20", "--config.warmstart.examples_per_task=100",
+                "--config.warmstart.marker_on=random", "--config.warmstart.offload_fraction=0.5",
+                "--config.stream.steps=(2,2,2)", "--config.stream.train_size=64",
+                "--config.stream.local_eval_every=0", "--config.stream.post_switch_steps=1",
+                "--config.eval.num_examples=8", "--config.rl.batch_prompts=4",
+                "--config.rl.group=4", "--config.train.save_every=2", "--config.train.log_every=1",
+                "--config.cloud.backend=openai", "--config.cloud.mode=completions",
+                "--config.cloud.max_tokens=4", "--config.cloud.model=dacl-tiny",
+                "--config.cloud.read_timeout_s=60.0"]
+
+
+def _pid_of(process_id: int, workdir) -> int:
+  """The pid of one `dacl train` process of a local multi-process run (by its environment)."""
+  for d in os.listdir("/proc"):
+    if not d.isdigit():
+      continue
+    try:
+      cmd = open(f"/proc/{d}/cmdline", "rb").read()
+      env = open(f"/proc/{d}/environ", "rb").read().split(b"\0")
+    except OSError:
+      continue
+    if f"--workdir={workdir}".encode() in cmd and f"DACL_PROCESS_ID={process_id}".encode() in env:
+      return int(d)
+  raise LookupError(f"process {process_id} of {workdir} is not running")
+
+
+def test_dagrpo_two_processes_call_the_cloud_once_match_one_and_resume_after_sigkill(tmp_path):
+  """DA-GRPO (the main job's config, shortened) over 2 processes against an HTTP cloud that
+  counts requests: process 0 calls, the answers are broadcast (dacl/cloud/multihost.py), so the
+  cloud sees exactly the single-process run's requests; process 1 is SIGKILLed after the first
+  checkpoint and the rerun launch resumes both processes and ends equal to the one-process run."""
+  import signal
+  import time
+  from configs.serve_tiny import get_config
+  from dacl.serve import ServerThread, build_app
+  from dacl.serve.faults import FaultProxy
+  srv = ServerThread(build_app(get_config()))
+  proxy = FaultProxy(srv.base_url)
+  one, two = tmp_path / "one", tmp_path / "two"
+  args = [*DAGRPO_SMALL, f"--config.cloud.base_url={proxy.base_url}"]
+  launch = ["bash", os.path.join(ROOT, "launch", "local_multiprocess.sh"), "--nproc", "2",
+            "--port", str(_port()), DAGRPO, str(two), *args]
+  try:
+    r = subprocess.run([sys.executable, "-m", "dacl.cli", "train", f"--config={DAGRPO}",
+                        f"--workdir={one}", *args], capture_output=True, text=True, env=_env(),
+                       cwd=ROOT, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    calls_one = proxy.counts["forwarded"]
+    assert calls_one > 0
+    p = subprocess.Popen(launch, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                         env=_env(), cwd=ROOT)
+    ck = two / "runs" / "dagrpo_s0" / "checkpoints"
+    deadline = time.time() + 500
+    while time.time() < deadline and p.poll() is None and not (ck.exists() and "2" in os.listdir(ck)):
+      time.sleep(0.05)
+    assert p.poll() is None, p.stdout.read()[-3000:]
+    proxy.set_schedule(["stall"] * 10000)    # hold new requests; answers upstream land first
+    while proxy.inflight:
+      time.sleep(0.02)
+    os.kill(_pid_of(1, two), signal.SIGKILL)
+    out = p.communicate(timeout=120)[0]
+    assert p.returncode != 0, out[-2000:]      # the launcher stopped process 0 too
+    proxy.set_schedule([])
+    r = subprocess.run(launch, capture_output=True, text=True, env=_env(), cwd=ROOT, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+  finally:
+    proxy.close()
+    srv.close()
+  # each prompt's request happened once globally: the single-process run's count, not twice it
+  assert proxy.counts["forwarded"] - calls_one == calls_one
+  assert "resumed dagrpo from" in r.stderr and r.stdout.count("results:") == 1
+  run = lambda wd: [json.loads(x) for x in open(wd / "runs" / "dagrpo_s0" / "metrics.jsonl")]
+  a, b = run(one), run(two)
+  assert [x["step"] for x in b] == [x["step"] for x in a]   # process 0 alone wrote, no repeats
+  for x, y in zip(a, b):
+    for k in ("reward_mean", "cloud_rate", "local_acc", "lambda"):
+      if k in x:
+        assert y[k] == pytest.approx(x[k], abs=1e-6), (x["step"], k)
+    if "loss" in x:
+      assert y["loss"] == pytest.approx(x["loss"], abs=1e-5), x["step"]
+  ra, rb = (json.load(open(wd / "results.json"))["algorithms"]["dagrpo"] for wd in (one, two))
+  assert rb["R"] == ra["R"] and rb["L"] == ra["L"] and rb["cloud_calls"] == ra["cloud_calls"]

@@ -223,7 +223,11 @@ def test_readme_train_command(cmd, tmp_path):
 
 def _start_server(cmd, port, cloud_port=None):
   env = {**os.environ, "JAX_PLATFORMS": "cpu"}
-  p = subprocess.Popen([sys.executable, "-m", "dacl.cli", *_argv(cmd, port=port, cloud_port=cloud_port)],
+  # SmolLM2's warm-up compiles 12 shapes at 1,024 context (~40 s); the test sends one request.
+  # Warm-up itself is tested on the tiny servers here and in tests/test_serve_stream.py.
+  short = ["--config.serve.warmup=False"] if _config_of(cmd) == "serve_smollm2.py" else []
+  p = subprocess.Popen([sys.executable, "-m", "dacl.cli", *_argv(cmd, port=port, cloud_port=cloud_port),
+                        *short],
                        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
   line = p.stdout.readline()
   while line and "dacl serve:" not in line:   # log lines (the warm-up's) come first

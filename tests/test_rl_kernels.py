@@ -160,3 +160,17 @@ def test_acc_at_budget_policy_random_oracle():
   sims = [local.sum() + (cloud - local)[np.random.default_rng(i).permutation(10)[:3]].sum()
           for i in range(4000)]
   assert np.mean(sims) / 10 == pytest.approx(r["random"], abs=0.01)
+
+
+def test_budget_marks_cap_the_failures_at_the_budget_least_confident_first():
+  """Self-knowledge SFT under `marker_on="budget"`: the failures, at most ⌊τ·n⌋, the lowest
+  greedy log-probability first; right answers never."""
+  from dacl.rl.warmstart import budget_marks
+  failed = np.array([1, 0, 1, 0, 1, 0, 0, 0, 0, 0], float)
+  logp = np.array([-1.0, -9.0, -3.0, -0.1, -2.0, -5.0, -0.2, -0.3, -0.4, -0.5])
+  # fewer failures than the budget: all three, and no right answer fills the rest
+  assert np.flatnonzero(budget_marks(failed, logp, 0.5)).tolist() == [0, 2, 4]
+  # more failures than the budget: the two least probable failures (indices 2 and 4)
+  assert np.flatnonzero(budget_marks(failed, logp, 0.2)).tolist() == [2, 4]
+  assert not budget_marks(failed, logp, 0.0).any()
+  assert np.flatnonzero(budget_marks(failed, logp, 1.0)).tolist() == [0, 2, 4]

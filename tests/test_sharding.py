@@ -7,7 +7,6 @@ import os
 import subprocess
 import sys
 
-import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -21,8 +20,7 @@ SHARDS = {
 }
 
 
-@pytest.fixture(scope="module")
-def report():
+def _report():
   env = {**os.environ, "JAX_PLATFORMS": "cpu", "PYTHONPATH": ROOT}
   r = subprocess.run([sys.executable, os.path.join(ROOT, "tests", "helpers", "mesh_check.py")],
                      capture_output=True, text=True, env=env, cwd=ROOT, timeout=900)
@@ -30,7 +28,7 @@ def report():
   return json.loads(r.stdout)
 
 
-def test_meshes_match_one_device(report):
+def _meshes_match_one_device(report):
   assert report["devices"] == 8
   assert set(report["meshes"]) == set(SHARDS)
   for shape, m in report["meshes"].items():
@@ -39,23 +37,48 @@ def test_meshes_match_one_device(report):
     assert m["sft_loss_diff"] < 1e-5 and m["rl_loss_diff"] < 1e-5, (shape, m)
     assert m["param_diff"] < 1e-3, (shape, m["param_diff"])
     assert m["tokens_equal"], shape      # greedy tokens from the sharded parameters
+    assert m["sampled_equal"], shape     # sampled rows, split over (data, fsdp)
+    assert not m["sampler_recompiled"], shape
     assert m["jit_cache"] == [1, 1], shape   # steps 2 reuse step 1's program
 
 
-def test_parameters_are_sharded(report):
+def _parameters_are_sharded(report):
   for shape, want in SHARDS.items():
     got = {k: v[0] for k, v in report["meshes"][shape]["shards"].items()}
     assert got == want, shape
 
 
-def test_checkpoint_restores_onto_another_mesh(report):
+# the KV cache of 8 prompts x 2 samples, 32 slots: [rows, slots, kv heads, head_dim] per device
+# (JAX prints the specs without size-1 mesh axes and trailing Nones)
+CACHE = {"(8, 1, 1)": [[2, 32, 2, 32], "P('data',)"],
+         "(2, 4, 1)": [[2, 32, 2, 32], "P(('data', 'fsdp'),)"],
+         "(2, 2, 2)": [[4, 32, 1, 32], "P(('data', 'fsdp'), None, 'tensor')"],
+         "(1, 1, 8)": [[16, 32, 2, 32], "P()"]}
+
+
+def _kv_cache_is_split_by_rows_and_kv_heads(report):
+  for shape, want in CACHE.items():   # (1, 1, 8): 8 does not divide the 2 KV heads
+    assert report["meshes"][shape]["cache_shard"] == want, shape
+
+
+def _checkpoint_restores_onto_another_mesh(report):
   r = report["restore"]
   assert r["from"] == [8, 1, 1] and r["mesh"] == {"data": 2, "fsdp": 2, "tensor": 2}
   assert r["param_diff"] == 0.0
   assert r["wq_spec"] == "P('fsdp', 'tensor')" and r["wq_shard"] == [64, 64]
 
 
-def test_weights_load_onto_their_shards(report):
+def _weights_load_onto_their_shards(report):
   r = report["load"]   # an HF safetensors directory, loaded with mesh (2, 2, 2)
   assert r["param_diff"] == 0.0
   assert r["w_down_spec"] == "P('tensor', 'fsdp')" and r["w_down_shard"] == [192, 64]
+
+
+def test_sharding_on_8_emulated_devices():
+  """One test, so the 8-device process runs once (a module fixture ran once per xdist worker)."""
+  report = _report()
+  _meshes_match_one_device(report)
+  _parameters_are_sharded(report)
+  _kv_cache_is_split_by_rows_and_kv_heads(report)
+  _checkpoint_restores_onto_another_mesh(report)
+  _weights_load_onto_their_shards(report)

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from dacl.continual import stream as sd
+from dacl.rl.warmstart import uses_self_knowledge
 from dacl.data import splits, tasks
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -114,7 +115,7 @@ def test_shipped_configs_evaluate_on_problems_they_never_train_on(path):
         trained = {e.canonical for e in sd.warmstart_pool(t, c.warmstart.examples_per_task, seed)}
         trained |= {e.canonical for e in sd.rl_pool(t, k, c.stream.train_size, seed)}
         trained |= {e.canonical for e in sd.router_calibration(t, k, c.eval.num_examples, seed)}
-        if c.warmstart.get("marker_on") == "failures":   # self-knowledge SFT's labelled draw
+        if uses_self_knowledge(c):   # self-knowledge SFT's labelled draw
           trained |= {e.canonical for e in sd.self_knowledge_pool(
               t, k, int(c.warmstart.calib_examples), seed)}
         ev = {e.canonical for e in held[k]}

@@ -33,8 +33,13 @@ def bridge_from_config(c, workdir: str) -> CloudBridge:
   path = cache_path(c, workdir)
   if path:
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-  return CloudBridge(cloud_from_config(c), cache=c.cache, timeout_s=c.timeout_s,
-                     disk=ResponseCache(path) if path else None)
+  bridge = CloudBridge(cloud_from_config(c), cache=c.cache, timeout_s=c.timeout_s,
+                       disk=ResponseCache(path) if path else None)
+  import jax
+  if jax.process_count() > 1:   # process 0 calls the cloud, the others receive its answers
+    from dacl.cloud.multihost import BroadcastBridge
+    return BroadcastBridge(bridge, jax.process_index() == 0)
+  return bridge
 
 
 def describe(c) -> str:

@@ -69,7 +69,7 @@ def start_rollout(sampler: Sampler, examples: Sequence, *, group: int, max_new_t
     out = sampler(prompts, key, SamplingParams(
         max_new_tokens=max_new_tokens, temperature=temperature, num_samples=G,
         marker_ids=tuple(marker_ids), ban_marker=not policy_routes,
-        notify_marker=policy_routes and bridge is not None))
+        notify_marker=policy_routes and getattr(bridge, "early_start", bridge is not None)))
   finally:
     bridge_mod.activate(None, None)
   N = len(examples) * G

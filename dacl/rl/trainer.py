@@ -35,7 +35,7 @@ from dacl.rl.router import Router, prompt_features
 from dacl.rl.step import compute_advantages, make_rl_step
 from dacl.sampling import STOP_MARKER, Sampler, SamplingParams, next_bucket
 from dacl.train.checkpoint import Checkpointer
-from dacl.rl.warmstart import marker_ids, marker_text, warm_start
+from dacl.rl.warmstart import marker_ids, marker_text, uses_self_knowledge, warm_start
 from dacl.train.sft import BatchStream, init_train_state, make_optimizer, state_model
 
 log = logging.getLogger("dacl")
@@ -191,7 +191,8 @@ def run_one(config, run_dir, algo_name, seed, shared_dir) -> dict:
              rec["task_index"], rec["lam"])
     writer.truncate_after(last)
     rec.setdefault("post_switch", [None] * K)
-  sampler = Sampler(state_model(graphdef, state), tok, max_cache_len=config.model.max_seq_len)
+  sampler = Sampler(state_model(graphdef, state), tok, max_cache_len=config.model.max_seq_len,
+                    mesh=mesh)
   bridge = bridge_from_config(config.cloud, shared_dir)
   if "bridge" in rec:
     bridge.import_state(rec.pop("bridge"))
@@ -448,7 +449,7 @@ def run_dagrpo(config, workdir: str) -> dict:
             "rl": sd.rl_pool(t, k, config.stream.train_size, seed),
             **({"self_knowledge": sd.self_knowledge_pool(t, k, int(config.warmstart.calib_examples),
                                                          seed)}
-               if t.name in seen and config.warmstart.get("marker_on") == "failures" else {})},
+               if t.name in seen and uses_self_knowledge(config) else {})},
             held[k],
             space_draws=int(config.stream.space_draws))
         for k, t in enumerate(tasks)}

@@ -5,12 +5,14 @@ Phase 1 (`warm_start`): demonstrations of every warm-start task, a fraction `off
 replaced by the offload marker on random problems (so the policy knows the marker exists, but its
 marker probability says nothing about the problem).
 
-Phase 2 (`warmstart.marker_on = "failures"`, `self_knowledge`): `calib_examples` fresh
-train-split problems per task, each labelled by phase 1's own greedy answer (marker banned);
-SFT for `calib_steps` on the marker where that answer was wrong and the demonstration where it was
-right. The policy's probability of starting with the marker then estimates its own probability
-of failing, the signal a budget needs to spend its offloads well; RL starts from there. The
-`router` baseline learns the same labels in a separate classifier.
+Phase 2 (`warmstart.marker_on = "failures"` or `"budget"`, `self_knowledge`): `calib_examples`
+fresh train-split problems per task, each labelled by phase 1's own greedy answer (marker banned);
+SFT for `calib_steps` on the marker where that answer was wrong ("failures"; "budget": the
+failures, at most ⌊τ·n⌋ of them, the least probable greedy answers first) and the demonstration
+elsewhere. The policy's probability of starting with the marker then estimates its own
+probability of failing, the signal a budget needs to spend its offloads well; with "budget" its
+marker rate also starts at or below τ on a task it mostly fails. The `router` baseline learns the
+same labels in a separate classifier.
 """
 from __future__ import annotations
 
@@ -30,7 +32,12 @@ from dacl.train.sft import (BatchStream, fit, full_params, init_train_state, mak
                             make_sft_batch)
 
 log = logging.getLogger("dacl")
-MARKER_ON = ("random", "failures")
+MARKER_ON = ("random", "failures", "budget")
+SELF_KNOWLEDGE = ("failures", "budget")   # the marker_on values that run phase 2
+
+
+def uses_self_knowledge(config) -> bool:
+  return str(config.warmstart.get("marker_on", "random")) in SELF_KNOWLEDGE
 
 
 def marker_text(config, tok) -> str:
@@ -80,23 +87,39 @@ def warm_start(config, workdir, model, tok, pools, seed, mesh=None, tasks=None):
 
   graphdef, params = _fit(config, os.path.join(workdir, "checkpoints"), model, tok, rows, seed,
                           wc.steps, wc.lr, wc.warmup_steps, "warm-start SFT", "warmstart", mesh)
-  if marker_on == "failures":
+  if marker_on in SELF_KNOWLEDGE:
     graphdef, params = self_knowledge(config, workdir, nnx.merge(graphdef, params), tok, tasks,
                                       seed, mesh)
   return graphdef, params
 
 
-def label_failures(config, model, tok, task, examples, seed, chunk: int = 256) -> np.ndarray:
-  """1.0 where the model's greedy local answer (marker banned) to an example is wrong, [n]."""
-  sampler = Sampler(model, tok, max_cache_len=config.model.max_seq_len)
+def label_failures(config, model, tok, task, examples, seed, chunk: int = 256, mesh=None):
+  """Per example, [n] each: 1.0 where the model's greedy local answer (marker banned) is wrong,
+  and that answer's log-probability under the model (sum over its tokens, the stop included)."""
+  sampler = Sampler(model, tok, max_cache_len=config.model.max_seq_len, mesh=mesh)
   sp = SamplingParams(max_new_tokens=config.rl.max_new_tokens, temperature=0.0,
                       marker_ids=marker_ids(config, tok), ban_marker=True)
-  texts = []
+  texts, logp = [], []
   for i in range(0, len(examples), chunk):
     part = examples[i:i + chunk]
-    texts += sampler([format_prompt(tok, e.prompt, config.task_chat) for e in part],
-                     jax.random.key(seed), sp).texts
-  return 1.0 - np.asarray(task.score_many(texts, examples), np.float64)
+    out = sampler([format_prompt(tok, e.prompt, config.task_chat) for e in part],
+                  jax.random.key(seed), sp)
+    texts += out.texts
+    logp.append(np.where(out.mask, out.logprobs, 0.0).sum(-1))
+  failed = 1.0 - np.asarray(task.score_many(texts, examples), np.float64)
+  return failed, np.concatenate(logp).astype(np.float64)
+
+
+def budget_marks(failed: np.ndarray, logp: np.ndarray, tau: float) -> np.ndarray:
+  """The failures, at most ⌊τ·n⌋ of them, [n] bool: where more than τ·n failed, those whose
+  greedy answer was least probable. Right answers are never marked (filling the budget with the
+  least confident right answers was measured and lowered local accuracy; BUILD_NOTES.md F8)."""
+  failed = np.asarray(failed) > 0
+  idx = np.flatnonzero(failed)
+  idx = idx[np.argsort(np.asarray(logp)[idx], kind="stable")][:int(np.floor(tau * len(failed)))]
+  marks = np.zeros(len(failed), bool)
+  marks[idx] = True
+  return marks
 
 
 def self_knowledge(config, workdir, model, tok, tasks, seed, mesh=None):
@@ -104,19 +127,23 @@ def self_knowledge(config, workdir, model, tok, tasks, seed, mesh=None):
   deterministic) and continues from its own checkpoints; a finished one is only restored."""
   wc = config.warmstart
   if not tasks:
-    raise ValueError("warmstart.marker_on='failures' needs the warm-start tasks to label")
+    raise ValueError(f"warmstart.marker_on={wc.marker_on!r} needs the warm-start tasks to label")
   out = os.path.join(workdir, "self_knowledge")
 
   def rows():
     rows, labels = [], {}
     for k, t in enumerate(tasks):
       ex = sd.self_knowledge_pool(t, k, int(wc.calib_examples), seed)
-      failed = label_failures(config, model, tok, t, ex, seed)
-      labels[t.name] = {"n": len(ex), "failed": float(failed.mean())}
-      log.info("self-knowledge labels, %s: the warm start fails %.1f%% of %d train-split problems",
-               t.name, 100 * failed.mean(), len(ex))
-      rows += [dataclasses.replace(e, solution=marker_text(config, tok)) if f else e
-               for e, f in zip(ex, failed)]
+      failed, logp = label_failures(config, model, tok, t, ex, seed, mesh=mesh)
+      marks = (budget_marks(failed, logp, float(config.budget.tau)) if wc.marker_on == "budget"
+               else failed > 0)
+      labels[t.name] = {"n": len(ex), "failed": float(failed.mean()),
+                        "marked": float(marks.mean()),
+                        "failed_among_marked": float(failed[marks].mean()) if marks.any() else 0.0}
+      log.info("self-knowledge labels, %s: the warm start fails %.1f%% of %d train-split problems;"
+               " the marker on %.1f%%", t.name, 100 * failed.mean(), len(ex), 100 * marks.mean())
+      rows += [dataclasses.replace(e, solution=marker_text(config, tok)) if m else e
+               for e, m in zip(ex, marks)]
     os.makedirs(out, exist_ok=True)
     write_json_atomic(os.path.join(out, "labels.json"), labels)
     return rows

@@ -57,7 +57,7 @@ def run_sft(config, workdir: str) -> dict:
   step_fn = make_train_step(graphdef, tx, functools.partial(sft_loss, loss_chunk=int(tc.loss_chunk)),
                             state_shardings=shardings)
   sampler = Sampler(state_model(graphdef, state), tok,
-                    max_cache_len=config.model.max_seq_len)
+                    max_cache_len=config.model.max_seq_len, mesh=mesh)
 
   def run_eval():
     sampler.update_state(nnx.state(state_model(graphdef, state)))

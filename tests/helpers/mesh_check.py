@@ -25,7 +25,7 @@ from dacl import parallel  # noqa: E402
 from dacl.models.config import get_preset  # noqa: E402
 from dacl.models.decoder import create_model  # noqa: E402
 from dacl.rl.step import make_rl_step  # noqa: E402
-from dacl.sampling import Sampler, SamplingParams  # noqa: E402
+from dacl.sampling import Sampler, SamplingParams, decode, prefill  # noqa: E402
 from dacl.tokenizers import ByteTokenizer  # noqa: E402
 from dacl.train.checkpoint import Checkpointer  # noqa: E402
 from dacl.train.sft import init_train_state, make_optimizer, make_train_step  # noqa: E402
@@ -88,10 +88,26 @@ def run(mesh_shape):
   out["shards"] = {k: [list(s.data.shape) for s in leaf(state.params, p).addressable_shards][:1]
                    + [str(getattr(leaf(state.params, p).sharding, "spec", None))]
                    for k, p in SHOWN.items()}
-  sampler = Sampler(nnx.merge(graphdef, state.params), tok, max_cache_len=64)
+  sampler = Sampler(nnx.merge(graphdef, state.params), tok, max_cache_len=64, mesh=mesh)
   prompts = [f"{a}+{b}=" for a, b in zip(range(10, 18), range(40, 48))]
   res = sampler(prompts, jax.random.key(0), SamplingParams(max_new_tokens=8, temperature=0.0))
   out["tokens"] = np.asarray(res.tokens).tolist()
+  # sampled, 2 per prompt: rows split over (data, fsdp) draw the one-device tokens
+  res = sampler(prompts, jax.random.key(1), SamplingParams(max_new_tokens=8, temperature=1.0,
+                                                           num_samples=2))
+  out["sampled"] = np.asarray(res.tokens).tolist()
+  jits = lambda: [prefill._cache_size(), decode._cache_size()]
+  before = jits()
+  sampler([f"{a}*{b}=" for a, b in zip(range(20, 28), range(50, 58))], jax.random.key(2),
+          SamplingParams(max_new_tokens=8, temperature=1.0, num_samples=2))
+  out["sampler_recompiled"] = jits() != before   # new prompts of the same buckets
+  if mesh is not None:   # the KV cache's layout: rows over (data, fsdp), KV heads over tensor
+    tokens, mask = sampler._pad(sampler.encode_prompts(prompts), 16)
+    _, cache, _ = prefill(sampler.graphdef, sampler.state, sampler._put(tokens),
+                          sampler._put(mask), cache_size=32, num_samples=2,
+                          cache_shardings=sampler.cache_shardings)
+    out["cache_shard"] = [list(cache.k[0].addressable_shards[0].data.shape),
+                          str(cache.k[0].sharding.spec)]
   return out, (graphdef, state, mesh)
 
 
@@ -106,6 +122,8 @@ def main():
         "rl_loss_diff": max(abs(a - b) for a, b in zip(got["rl_loss"], ref["rl_loss"])),
         "param_diff": float(np.max(np.abs(got["params"] - ref["params"]))),
         "tokens_equal": got["tokens"] == ref["tokens"],
+        "sampled_equal": got["sampled"] == ref["sampled"],
+        "sampler_recompiled": got["sampler_recompiled"], "cache_shard": got["cache_shard"],
         "shards": got["shards"], "jit_cache": got["jit_cache"]}
     if saved is None:   # save on the first mesh, restore onto (2, 2, 2) below
       saved = tempfile.mkdtemp()

@@ -28,7 +28,8 @@ def prompt_features(sampler, prompts, format_prompt) -> np.ndarray:
   mask = np.zeros((len(ids), P), bool)
   for i, x in enumerate(ids):
     toks[i, P - len(x):], mask[i, P - len(x):] = x, True
-  return np.asarray(_pooled(sampler.graphdef, sampler.state, jnp.asarray(toks), jnp.asarray(mask)))
+  from dacl.parallel import to_host   # gathered when a multi-process run shards the output
+  return to_host(_pooled(sampler.graphdef, sampler.state, jnp.asarray(toks), jnp.asarray(mask)))
 
 
 class Router:

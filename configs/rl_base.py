@@ -38,11 +38,14 @@ def get_rl_base() -> ml_collections.ConfigDict:
   # replay_fraction: share of each RL batch drawn from a buffer of the first replay_size prompts
   # of every earlier task's pool (0 = no replay). local_eval_every: every so many RL steps, greedy
   # local accuracy L on every task's held-out set (results "L_over_steps", plots/dynamics_*.png;
-  # 0 = only at task ends).
+  # 0 = only at task ends). rl_on_calib: RL's prompts from warmstart.calib_fraction's part.
+  # distinct_pools: RL's prompts and self-knowledge labels are distinct problems, like the
+  # held-out sets (False: i.i.d. draws, the generator's own mix; dacl/continual/stream.py).
   c.stream = ml_collections.ConfigDict(dict(tasks=[], steps=(), train_size=4000,
                                             post_switch_steps=10, space_draws=5000,
                                             replay_fraction=0.0, replay_size=200,
-                                            local_eval_every=0))
+                                            local_eval_every=0, rl_on_calib=False,
+                                            distinct_pools=False))
   # lam_reset: λ (and its integral) back to rl.lam_init at each task switch (default: carried)
   c.budget = ml_collections.ConfigDict(dict(tau=0.3, lam_reset=False))
   c.warmstart = ml_collections.ConfigDict(dict(
@@ -53,7 +56,11 @@ def get_rl_base() -> ml_collections.ConfigDict:
       # "failures" (then a second phase, self-knowledge SFT: calib_examples fresh problems per task
       # labelled by the warm start's own greedy answers, the marker where wrong; dacl/rl/warmstart.py)
       # or "budget" (the same phase, the marker on at most floor(tau*n) failures, least confident first)
-      marker_on="random", calib_examples=8192, calib_steps=200, calib_lr=1e-3))
+      marker_on="random", calib_examples=8192, calib_steps=200, calib_lr=1e-3,
+      # calib_fraction: a share of each task's train split (by problem hash) kept out of the
+      # demonstrations; self-knowledge labels and the router's fitting set come from it, so they
+      # describe the model on problems it has not memorised (0 = none: any train problem)
+      calib_fraction=0.0))
   c.rl = ml_collections.ConfigDict(dict(
       lr=2e-4, warmup_steps=5, batch_prompts=16, group=8, grad_accum=1, max_new_tokens=8,
       temperature=1.0, eps_low=0.2, eps_high=0.28, aggregation="token-mean",

@@ -112,15 +112,14 @@ def test_shipped_configs_evaluate_on_problems_they_never_train_on(path):
     for seed in seeds:
       held = sd.eval_sets(c, ts, seed)
       for k, t in enumerate(ts):
-        trained = {e.canonical for e in sd.warmstart_pool(t, c.warmstart.examples_per_task, seed)}
-        trained |= {e.canonical for e in sd.rl_pool(t, k, c.stream.train_size, seed)}
-        trained |= {e.canonical for e in sd.router_calibration(t, k, c.eval.num_examples, seed)}
+        trained = {e.canonical for e in sd.warmstart_pool(c, t, seed)}
+        trained |= {e.canonical for e in sd.rl_pool(c, t, k, seed)}
+        trained |= {e.canonical for e in sd.router_calibration(c, t, k, seed)}
         if uses_self_knowledge(c):   # self-knowledge SFT's labelled draw
-          trained |= {e.canonical for e in sd.self_knowledge_pool(
-              t, k, int(c.warmstart.calib_examples), seed)}
+          trained |= {e.canonical for e in sd.self_knowledge_pool(c, t, k, seed)}
         ev = {e.canonical for e in held[k]}
         assert ev and not ev & trained, (path, seed, t.name)
-        assert not {e.prompt for e in held[k]} & {e.prompt for e in sd.rl_pool(t, k, c.stream.train_size, seed)}
+        assert not {e.prompt for e in held[k]} & {e.prompt for e in sd.rl_pool(c, t, k, seed)}
   elif c.algorithm == "adaswitch":
     from dacl.adaswitch import job
     ts = [build_task(tc) for tc in c.tasks]
@@ -249,3 +248,31 @@ def test_space_report_counts_problems():
   assert sum(sp["distinct_per_split"].values()) == 200
   f = tasks.make_task("gsm8k_jsonl").space()
   assert f["exact"] and f["chao1"] == 64 and f["distinct_per_split"]["eval"] >= 5
+
+
+def test_calib_part_is_kept_out_of_the_warm_start():
+  """warmstart.calib_fraction: the warm start never sees the calibration part; self-knowledge
+  labels, the router's set and (rl_on_calib) RL's prompts come only from it."""
+  from configs.rl_base import get_rl_base, task
+  c = get_rl_base()
+  c.stream.tasks = [task("chain_sum", "add2", min_terms=2, max_terms=2, min_digits=1, max_digits=2)]
+  c.warmstart.examples_per_task, c.warmstart.calib_examples, c.stream.train_size = 3000, 600, 600
+  t = tasks.make_task("chain_sum", **TASK_KW["chain_sum"])
+  c.warmstart.calib_fraction = 0.3
+  c.stream.rl_on_calib = True
+  ws = {e.canonical for e in sd.warmstart_pool(c, t, 0)}
+  for pool in (sd.self_knowledge_pool(c, t, 0, 0), sd.router_calibration(c, t, 0, 0),
+               sd.rl_pool(c, t, 0, 0)):
+    cans = {e.canonical for e in pool}
+    assert cans and not cans & ws and all(splits.in_calib_part(x, 0.3) for x in cans)
+  rep = sd.data_report(t, {"warmstart": sd.warmstart_pool(c, t, 0),
+                           "self_knowledge": sd.self_knowledge_pool(c, t, 0, 0)},
+                       sd.eval_sets(c, [t], 0)[0], space_draws=100)
+  assert rep["train_pools"]["self_knowledge"]["seen_by_warmstart"] == 0
+  share = np.mean([splits.in_calib_part(f"{a}+{b}", 0.3) for a in range(100) for b in range(100)])
+  assert abs(share - 0.3) < 0.02
+  c.warmstart.calib_fraction = 0.0   # no part: the pools overlap (the warm start memorised them)
+  assert {e.canonical for e in sd.self_knowledge_pool(c, t, 0, 0)} & {
+      e.canonical for e in sd.warmstart_pool(c, t, 0)}
+  with pytest.raises(ValueError, match="rl_on_calib"):
+    sd.rl_pool(c, t, 0, 0)

@@ -10,7 +10,7 @@ held-out sets unless `eval.data_seed` fixes them (then they are the same for eve
 """
 from __future__ import annotations
 
-from dacl.data.splits import derive_seed
+from dacl.data.splits import derive_seed, in_calib_part
 
 
 def eval_data_seed(config, seed: int) -> int:
@@ -30,8 +30,36 @@ def eval_sets(config, tasks, seed: int) -> list:
           for t, tc in zip(tasks, config.stream.tasks)]
 
 
-def warmstart_pool(task, n: int, seed: int) -> list:
-  return task.examples("train", n, seed=derive_seed(seed, "warmstart"))
+def calib_fraction(config) -> float:
+  """`warmstart.calib_fraction`: the share of each task's train split kept out of the warm
+  start's demonstrations (`dacl.data.splits.in_calib_part`). 0 = none."""
+  f = float(config.warmstart.get("calib_fraction", 0.0))
+  if not 0.0 <= f < 1.0:
+    raise ValueError(f"warmstart.calib_fraction must be in [0, 1), got {f}")
+  return f
+
+
+def _part(config, calib: bool):
+  """The `keep` filter of the calibration part (calib=True) or of the rest of the train split;
+  None when the config has no calibration part."""
+  f = calib_fraction(config)
+  if f == 0.0:
+    return None
+  return (lambda c: in_calib_part(c, f)) if calib else (lambda c: not in_calib_part(c, f))
+
+
+def _distinct(config) -> bool:
+  """`stream.distinct_pools`: RL's prompts and the self-knowledge labels are distinct problems,
+  drawn as the held-out sets are. A generator that draws the digit count first puts half its
+  draws on ~100 one-digit problems; distinct sets are mostly the large two-digit part, so i.i.d.
+  training pools and distinct held-out sets describe different problem mixes (BUILD_NOTES F8)."""
+  return bool(config.stream.get("distinct_pools", False))
+
+
+def warmstart_pool(config, task, seed: int) -> list:
+  """The warm start's demonstrations: train-split problems outside the calibration part."""
+  return task.examples("train", int(config.warmstart.examples_per_task),
+                       seed=derive_seed(seed, "warmstart"), keep=_part(config, calib=False))
 
 
 def warmstart_tasks(config, tasks) -> list:
@@ -44,25 +72,36 @@ def warmstart_tasks(config, tasks) -> list:
   return list(tasks) if cov == "all" else list(tasks[:1])
 
 
-def rl_pool(task, k: int, n: int, seed: int) -> list:
-  return task.examples("train", n, seed=derive_seed(seed, "rl", k))
+def rl_pool(config, task, k: int, seed: int) -> list:
+  """RL's prompts for stream task k: from the calibration part when `stream.rl_on_calib` (the
+  problems the warm start never saw), else from the whole train split."""
+  on_calib = bool(config.stream.get("rl_on_calib", False))
+  if on_calib and calib_fraction(config) == 0.0:
+    raise ValueError("stream.rl_on_calib needs warmstart.calib_fraction > 0")
+  return task.examples("train", int(config.stream.train_size), seed=derive_seed(seed, "rl", k),
+                       keep=_part(config, calib=True) if on_calib else None,
+                       distinct=_distinct(config))
 
 
-def self_knowledge_pool(task, k: int, n: int, seed: int) -> list:
-  """Problems the warm start labels by its own failures (`warmstart.marker_on = "failures"`):
-  a train-split draw of its own, independent of the warm start's and RL's pools."""
-  return task.examples("train", n, seed=derive_seed(seed, "self_knowledge", k))
+def self_knowledge_pool(config, task, k: int, seed: int) -> list:
+  """Problems the warm start labels by its own failures (`warmstart.marker_on`): a train-split
+  draw of its own, from the calibration part when there is one (so the labels describe the
+  model on problems it has not memorised)."""
+  return task.examples("train", int(config.warmstart.calib_examples),
+                       seed=derive_seed(seed, "self_knowledge", k), keep=_part(config, calib=True),
+                       distinct=_distinct(config))
 
 
-def router_calibration(task, k: int, n: int, seed: int) -> list:
-  """The router baseline's fitting set: train-split problems (never the eval split), distinct
-  where the split has n of them (a small file task repeats rows)."""
+def router_calibration(config, task, k: int, seed: int) -> list:
+  """The router baseline's fitting set (eval.num_examples problems): train-split problems, from
+  the calibration part when there is one (as self-knowledge labels), distinct where the split
+  has that many (a small file task repeats rows)."""
   from dacl.data.splits import SplitTooSmallError
-  s = derive_seed(seed, "router", k)
+  n, s, keep = int(config.eval.num_examples), derive_seed(seed, "router", k), _part(config, True)
   try:
-    return task.examples("train", n, seed=s, distinct=True)
+    return task.examples("train", n, seed=s, distinct=True, keep=keep)
   except SplitTooSmallError:
-    return task.examples("train", n, seed=s)
+    return task.examples("train", n, seed=s, keep=keep)
 
 
 def seed_varies(config) -> list:
@@ -82,6 +121,11 @@ def data_report(task, train_pools: dict, held_out: list, space_draws: int = 5000
     trained |= cans
     pools[name] = {"n": len(pool), "distinct": len(cans)}
   held = {e.canonical for e in held_out}
+  ws = {e.canonical for e in train_pools.get("warmstart", [])}
+  for name, pool in train_pools.items():   # how much of each pool the warm start has seen
+    if name != "warmstart" and ws:
+      cans = {e.canonical for e in pool}
+      pools[name]["seen_by_warmstart"] = round(len(cans & ws) / max(1, len(cans)), 4)
   overlap = len(held & trained)
   if overlap:   # impossible by construction; fail loudly rather than report memorisation
     raise AssertionError(f"task {task.name}: {overlap} held-out problems are in a training pool")

@@ -57,6 +57,13 @@ def split_of(canonical: str) -> str:
   return SPLITS[-1]
 
 
+def in_calib_part(canonical: str, fraction: float) -> bool:
+  """Whether a train-split problem is in the calibration part: the `fraction` of the train split
+  (by its own hash, independent of the split cut) that a warm start's demonstrations leave out,
+  so a model can be labelled, routed or trained on problems it has not memorised."""
+  return fraction > 0 and _unit(f"{_SALT}|calib|{canonical}") < fraction
+
+
 def derive_seed(*parts) -> int:
   """A 48-bit seed from any parts (run seed, task id, purpose): far apart for different parts."""
   h = hashlib.sha256("|".join(map(str, ("dacl-data",) + parts)).encode("utf-8")).digest()

@@ -92,10 +92,11 @@ class Task:
     """Candidates to try before deciding the space is too small for n problems of `split`."""
     return max(20_000, 60 * n)
 
-  def examples(self, split: str, n: int, seed: int = 0, distinct: Optional[bool] = None
-               ) -> list[Example]:
+  def examples(self, split: str, n: int, seed: int = 0, distinct: Optional[bool] = None,
+               keep: Optional[Callable[[str], bool]] = None) -> list[Example]:
     """n examples of `split` at data seed `seed`. distinct (default: eval/test yes, train no):
-    no problem twice; train draws are i.i.d. from the train part of the distribution."""
+    no problem twice; train draws are i.i.d. from the train part of the distribution. keep: a
+    further filter on the canonical form (a part of the split, `dacl.continual.stream`)."""
     check_split(split)
     distinct = split != "train" if distinct is None else distinct
     out, seen, draws = [], set(), 0
@@ -105,7 +106,8 @@ class Task:
     for ex in self._stream(seed):
       draws += 1
       c = ex.canonical
-      if split_of(c) == split and not (distinct and c in seen):
+      if (split_of(c) == split and not (distinct and c in seen)
+          and (keep is None or keep(c))):
         seen.add(c)
         out.append(dataclasses.replace(ex, meta={**ex.meta, "split": split}))
         if len(out) == n:

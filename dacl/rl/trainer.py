@@ -164,7 +164,7 @@ def run_one(config, run_dir, algo_name, seed, shared_dir) -> dict:
   ws_tasks = sd.warmstart_tasks(config, tasks)
   graphdef, params0 = warm_start(
       config, os.path.join(shared_dir, f"warmstart_s{seed}"), model, tok,
-      [sd.warmstart_pool(t, config.warmstart.examples_per_task, seed) for t in ws_tasks], seed,
+      [sd.warmstart_pool(config, t, seed) for t in ws_tasks], seed,
       mesh, tasks=ws_tasks)
   model = nnx.merge(graphdef, params0)
   oc = config.optim
@@ -213,7 +213,7 @@ def run_one(config, run_dir, algo_name, seed, shared_dir) -> dict:
     sampler.update_state(nnx.state(state_model(graphdef, state)))
 
   def fit_router(k):
-    calib = sd.router_calibration(tasks[k], k, config.eval.num_examples, seed)
+    calib = sd.router_calibration(config, tasks[k], k, seed)
     out = sampler([fmt(e.prompt) for e in calib], jax.random.key(seed), SamplingParams(
         max_new_tokens=rc.max_new_tokens, temperature=0.0, marker_ids=mk, ban_marker=True))
     failed = np.array([1.0 - tasks[k].score(t, e) for t, e in zip(out.texts, calib)])
@@ -245,14 +245,14 @@ def run_one(config, run_dir, algo_name, seed, shared_dir) -> dict:
     k = rec["task_index"]
     if router is not None:
       fit_router(k)
-    pool = sd.rl_pool(tasks[k], k, config.stream.train_size, seed)
+    pool = sd.rl_pool(config, tasks[k], k, seed)
     # Forgetting countermeasures (all off by default; BUILD_NOTES.md measures each):
     n_rep = int(round(float(config.stream.replay_fraction) * B)) if k > 0 else 0
     stream = BatchStream(pool, B - n_rep, seed + 31 * k)
     replay = None
     if n_rep:   # a small buffer of earlier tasks' prompts, a fixed share of every batch
       buf = [e for j in range(k) for e in
-             sd.rl_pool(tasks[j], j, config.stream.train_size, seed)[:int(config.stream.replay_size)]]
+             sd.rl_pool(config, tasks[j], j, seed)[:int(config.stream.replay_size)]]
       replay = BatchStream(buf, n_rep, seed + 31 * k + 7)
     batch_of = lambda i: stream.batch(i) + (replay.batch(i) if replay is not None else [])
     if k > 0 and rec["step_in_task"] == 0 and bool(config.budget.lam_reset) and spec.dual:
@@ -444,11 +444,9 @@ def run_dagrpo(config, workdir: str) -> dict:
     seen = {t.name for t in sd.warmstart_tasks(config, tasks)}
     results["data"][f"s{seed}"] = {
         t.name: sd.data_report(t, {
-            "warmstart": (sd.warmstart_pool(t, config.warmstart.examples_per_task, seed)
-                          if t.name in seen else []),
-            "rl": sd.rl_pool(t, k, config.stream.train_size, seed),
-            **({"self_knowledge": sd.self_knowledge_pool(t, k, int(config.warmstart.calib_examples),
-                                                         seed)}
+            "warmstart": sd.warmstart_pool(config, t, seed) if t.name in seen else [],
+            "rl": sd.rl_pool(config, t, k, seed),
+            **({"self_knowledge": sd.self_knowledge_pool(config, t, k, seed)}
                if t.name in seen and uses_self_knowledge(config) else {})},
             held[k],
             space_draws=int(config.stream.space_draws))
@@ -492,7 +490,7 @@ def eval_runs(config, workdir: str, step=None) -> dict:
         router = Router(tau)
         k = min(rec["task_index"], len(tasks) - 1)
         fmt = lambda p: format_prompt(tok, p, config.task_chat)
-        calib = sd.router_calibration(tasks[k], k, config.eval.num_examples, int(seed))
+        calib = sd.router_calibration(config, tasks[k], k, int(seed))
         o = sampler([fmt(e.prompt) for e in calib], jax.random.key(int(seed)), SamplingParams(
             max_new_tokens=config.rl.max_new_tokens, temperature=0.0,
             marker_ids=marker_ids(config, tok), ban_marker=True))

@@ -133,7 +133,7 @@ def self_knowledge(config, workdir, model, tok, tasks, seed, mesh=None):
   def rows():
     rows, labels = [], {}
     for k, t in enumerate(tasks):
-      ex = sd.self_knowledge_pool(t, k, int(wc.calib_examples), seed)
+      ex = sd.self_knowledge_pool(config, t, k, seed)
       failed, logp = label_failures(config, model, tok, t, ex, seed, mesh=mesh)
       marks = (budget_marks(failed, logp, float(config.budget.tau)) if wc.marker_on == "budget"
                else failed > 0)

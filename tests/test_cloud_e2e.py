@@ -29,7 +29,8 @@ ARGS = ["--config.warmstart.steps=60", "--config.warmstart.examples_per_task=300
         "--config.cloud.backend=openai", "--config.cloud.mode=completions",
         "--config.cloud.max_tokens=6", "--config.cloud.model=dacl-tiny", "--config.cloud.api_key_env=DACL_E2E_KEY",
         "--config.cloud.read_timeout_s=60.0", "--config.cloud.backoff_base_s=0.05",
-        "--config.cloud.price_prompt_per_1k=0.5", "--config.cloud.price_completion_per_1k=1.5"]
+        "--config.cloud.price_prompt_per_1k=0.5", "--config.cloud.price_completion_per_1k=1.5",
+        "--config.stream.space_draws=200"]
 
 
 def test_main_job_against_dacl_serve_with_faults_and_resume(tmp_path):

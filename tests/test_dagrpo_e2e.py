@@ -17,7 +17,7 @@ SMALL = ["--config.warmstart.steps=60", "--config.warmstart.examples_per_task=30
          "--config.stream.steps=(6,6,6)", "--config.stream.train_size=200",
          "--config.eval.num_examples=16", "--config.rl.batch_prompts=4", "--config.rl.group=4",
          "--config.train.save_every=3", "--config.train.log_every=1",
-         "--config.stream.post_switch_steps=2"]
+         "--config.stream.post_switch_steps=2", "--config.stream.space_draws=200"]
 
 
 def test_main_job_formats():

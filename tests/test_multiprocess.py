@@ -84,7 +84,7 @@ DAGRPO_SMALL = ["--config.warmstart.steps=20", "--config.warmstart.examples_per_
                 "--config.rl.group=4", "--config.train.save_every=2", "--config.train.log_every=1",
                 "--config.cloud.backend=openai", "--config.cloud.mode=completions",
                 "--config.cloud.max_tokens=4", "--config.cloud.model=dacl-tiny",
-                "--config.cloud.read_timeout_s=60.0"]
+                "--config.cloud.read_timeout_s=60.0", "--config.stream.space_draws=200"]
 
 
 def _pid_of(process_id: int, workdir) -> int:

@@ -12,7 +12,8 @@ def get_base() -> ml_collections.ConfigDict:
       dtype="float32", param_dtype="float32",
       decode_dtype="float32",  # serving and `dacl eval`: "float32", "bfloat16" or "int8"
                                # (weight-only, per-channel; dacl/models/quant.py)
-      max_seq_len=256))       # KV cache / sequence limit
+      max_seq_len=256,        # KV cache / sequence limit
+      remat="none"))          # training memory: "none" or "block" (ModelConfig.remat)
   c.task = ml_collections.ConfigDict(dict(
       name="chain_sum", prompt_format="expression", path="", chat=False,
       train_size=20000, kwargs=ml_collections.ConfigDict()))

@@ -16,17 +16,27 @@ answers, 6,000 problems per task at lr 6e-3, RL at lr 2e-4), whose held-out loca
 """
 from configs.rl_base import get_rl_base, task
 
-FORMATS = ("scratch", "answer")
+FORMATS = ("scratch", "answer", "spread")
 
 
 def get_config(arg=None):
-  fmt = arg or "scratch"
-  if fmt not in FORMATS:
-    raise ValueError(f"configs/dagrpo_stream.py:{fmt}: use one of {FORMATS}")
+  variant = arg or "scratch"
+  if variant not in FORMATS:
+    raise ValueError(f"configs/dagrpo_stream.py:{variant}: use one of {FORMATS}")
+  fmt = "answer" if variant == "answer" else "scratch"
   c = get_rl_base()
   c.model.preset = "tiny"
   c.model.max_seq_len = 64
-  c.stream.tasks = [
+  if variant == "spread":
+    c.stream.tasks = [
+        task("chain_sum", "add3", min_terms=2, max_terms=2, min_digits=1, max_digits=3,
+             solution_format=fmt),
+        task("products", "mul4", min_terms=4, max_terms=4, min_digits=1, max_digits=1,
+             solution_format=fmt),
+        task("basic_arithmetic", "mixed4", min_terms=4, max_terms=4, min_digits=1, max_digits=1,
+             operators=("+", "-", "*"), allow_parentheses=False, solution_format=fmt)]
+  else:
+    c.stream.tasks = [
       task("chain_sum", "add2", min_terms=2, max_terms=2, min_digits=1, max_digits=2,
            solution_format=fmt),
       task("products", "mul", min_terms=2, max_terms=2, min_digits=1, max_digits=2,
@@ -44,6 +54,9 @@ def get_config(arg=None):
                                         # 0.82 -> 0.70 without it, 0.82 -> 0.79 with it (seed 0)
     c.warmstart.marker_on = "failures"  # self-knowledge SFT: the marker where the warm start is
                                         # wrong; offload AUROC 0.64/0.38/0.53 -> 0.88/0.99/0.80
+  if variant == "spread":
+    c.warmstart.seq_len = 56            # the longest mixed4 scratchpad is 49 tokens with its prompt
+    c.rl.max_new_tokens = 40
   c.stream.local_eval_every = 20         # L of every task over the steps (plots/dynamics_*.png)
   c.eval.num_examples = 128
   c.train.save_every = 20

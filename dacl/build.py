@@ -5,7 +5,8 @@ from dacl.models.config import get_preset
 
 
 def model_overrides(mcfg) -> dict:
-  return {"dtype": mcfg.dtype, "param_dtype": mcfg.param_dtype, "max_seq_len": mcfg.max_seq_len}
+  return {"dtype": mcfg.dtype, "param_dtype": mcfg.param_dtype, "max_seq_len": mcfg.max_seq_len,
+          "remat": mcfg.get("remat", "none")}
 
 
 def build_model_and_tokenizer(mcfg, seed: int, mesh=None, lora=None):

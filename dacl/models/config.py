@@ -22,6 +22,7 @@ def as_dtype(name_or_dtype: Any):
 
 
 # the matmul weights a LoRA adapter can attach to (names of dacl.models.decoder.Block's weights)
+REMAT_POLICIES = ("none", "block")
 LORA_TARGETS = ("wq", "wk", "wv", "wo", "w_gate", "w_up", "w_down")
 
 
@@ -55,6 +56,10 @@ class ModelConfig:
   lora_rank: int = 0
   lora_alpha: float = 16.0
   lora_targets: tuple = ()
+  # Training memory (no KV cache): "none" keeps every block's activations for the backward pass;
+  # "block" keeps only each block's input and recomputes the block in the backward pass (about
+  # one extra forward). Decoding is unaffected.
+  remat: str = "none"
 
   def __post_init__(self):
     if self.n_heads % self.n_kv_heads:
@@ -64,6 +69,8 @@ class ModelConfig:
     as_dtype(self.param_dtype), as_dtype(self.dtype)
     if self.weight_quant not in ("", "int8"):
       raise ValueError(f"weight_quant must be '' or 'int8', got {self.weight_quant!r}")
+    if self.remat not in REMAT_POLICIES:
+      raise ValueError(f"remat must be one of {REMAT_POLICIES}, got {self.remat!r}")
     bad = [t for t in self.lora_targets if t not in LORA_TARGETS]
     if self.lora_rank < 0 or bad or (self.lora_rank and not self.lora_targets):
       raise ValueError(f"LoRA: rank must be >= 0 and targets a non-empty subset of "

@@ -8,6 +8,7 @@ Shapes: B batch, T new tokens, S cache slots, L layers, H query heads, K kv head
 """
 from __future__ import annotations
 
+import functools
 import math
 from typing import NamedTuple, Optional
 
@@ -245,7 +246,9 @@ class Decoder(nnx.Module):
     attn_ok = attn_ok[:, None, None]
     ks, vs = [], []
     for i, layer in enumerate(self.layers):
-      if cache is None:
+      if cache is None and cfg.remat != "none":
+        x = _remat_block(layer, x, positions, inv_freq, attn_ok)
+      elif cache is None:
         x, _, _ = layer(x, positions, inv_freq, attn_ok)
       else:
         x, kc, vc = layer(x, positions, inv_freq, attn_ok, cache.k[i], cache.v[i], cache.index,
@@ -276,6 +279,37 @@ class Decoder(nnx.Module):
   def head_scale(self) -> jax.Array:
     """[V] per-row scales of an int8 LM head."""
     return self.embed_scale[...] if self.cfg.tie_embeddings else self.lm_head_scale[...]
+
+
+def _remat_block(layer, x, positions, inv_freq, attn_ok):
+  """One block whose activations are recomputed in the backward pass instead of stored: only
+  its input x is kept. Not jax.checkpoint: XLA CPU drops its optimization barriers and CSEs the
+  recomputation back into the forward pass (every activation stays live, and the compiled step
+  grew); here the recomputation takes a dependence on the incoming cotangent, which no backend
+  can hoist. Gradients are those of the plain block (tested)."""
+  graphdef, state = nnx.split(layer)
+  return _recompute_in_backward(graphdef, state, x, positions, inv_freq, attn_ok)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
+def _recompute_in_backward(graphdef, state, x, positions, inv_freq, attn_ok):
+  return nnx.merge(graphdef, state)(x, positions, inv_freq, attn_ok)[0]
+
+
+def _recompute_fwd(graphdef, state, x, positions, inv_freq, attn_ok):
+  y = _recompute_in_backward(graphdef, state, x, positions, inv_freq, attn_ok)
+  return y, (state, x, positions, inv_freq, attn_ok)
+
+
+def _recompute_bwd(graphdef, res, ct):
+  state, x, positions, inv_freq, attn_ok = res
+  x = x + 0.0 * ct[:1, :1, :1].sum().astype(x.dtype)   # schedule the recomputation after ct
+  f = lambda st, h: nnx.merge(graphdef, st)(h, positions, inv_freq, attn_ok)[0]
+  d_state, d_x = jax.vjp(f, state, x)[1](ct)
+  return d_state, d_x, None, None, None
+
+
+_recompute_in_backward.defvjp(_recompute_fwd, _recompute_bwd)
 
 
 def _gqa_attention(q, k, v, attn_ok, cfg: ModelConfig):

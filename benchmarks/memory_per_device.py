@@ -3,13 +3,15 @@
   python benchmarks/memory_per_device.py                      # the estimate table (JSON lines)
   python benchmarks/memory_per_device.py --check qwen2p5_0p5b --devices 8 --batch 8 --seq 256
   python benchmarks/memory_per_device.py --check qwen2p5_0p5b --lora 16 --base-dtype int8
+  python benchmarks/memory_per_device.py --check qwen2p5_0p5b --remat block
 
 The estimate (`estimate`) counts, per device with the parameters FSDP-sharded over `devices`:
 parameters, gradients and the two AdamW moments (full fine-tuning), or a frozen base plus
 low-rank adapters with their gradients and moments (LoRA); the KV cache of a GRPO rollout
 (B prompts x G samples, rows split over the devices); and the activations the backward pass
-keeps (no rematerialisation, rows split over the devices; the f32 logits separately, since
-chunked cross-entropy removes them). --check compiles the real SFT step on emulated CPU devices
+keeps (rows split over the devices; the f32 logits separately, since chunked cross-entropy
+removes them): every block's activations, or with `remat="block"` (ModelConfig.remat) each
+block's input plus one block's activations, recomputed in the backward pass. --check compiles the real SFT step on emulated CPU devices
 (`jax.jit(...).lower(...).compile().memory_analysis()`, nothing allocated) and prints XLA's
 per-device argument and temporary sizes next to the estimate of the same setting.
 """
@@ -30,7 +32,7 @@ def lora_params(cfg, rank: int) -> int:
 
 def estimate(cfg, devices: int, *, batch: int, seq: int, micro: int = 0, rollout_len: int = 0,
              param_bytes: int = 4, act_bytes: int = 4, lora_rank: int = 0,
-             base_bytes: float = 2.0, chunked_logits: bool = False) -> dict:
+             base_bytes: float = 2.0, chunked_logits: bool = False, remat: str = "none") -> dict:
   """GB per device. batch: sequences per step (GRPO: prompts x group), all decoded at once into
   the KV cache; micro: sequences per gradient micro-batch (rl.grad_accum splits the update; 0 =
   the whole batch at once); seq: tokens per row; rollout_len: the KV cache's slots per rollout
@@ -51,6 +53,8 @@ def estimate(cfg, devices: int, *, batch: int, seq: int, micro: int = 0, rollout
   # the SiLU (4f); plus the attention probabilities (heads x seq, f32)
   per_tok_layer = (4 * d + 2 * q + 2 * kv + 4 * f) * act_bytes + cfg.n_heads * seq * 4
   acts = rows * seq * L * per_tok_layer
+  if remat == "block":     # the block inputs, and one block's activations while it is recomputed
+    acts = rows * seq * (L * d * act_bytes + per_tok_layer)
   logits = 0.0 if chunked_logits else rows * seq * cfg.vocab_size * 4 * 2   # logits + softmax grad
   kv_cache = (batch / devices) * rollout_len * L * 2 * kv * act_bytes if rollout_len else 0.0
   out = {"weights": weights, "grads_and_optimizer": train, "activations": acts,
@@ -80,11 +84,15 @@ SETTINGS = [
     ("Qwen2.5-7B LoRA r16 GRPO, 8 x H100, int8 base, 32 x 8 x 1024, micro-batch 16", "qwen2p5_7b", 8,
      dict(batch=256, micro=16, seq=1024, rollout_len=1024, lora_rank=16, base_bytes=1.0,
           act_bytes=2, chunked_logits=True)),
+    ("Qwen2.5-7B full SFT, 8 x H100, bf16, 16 x 2048, chunked CE, remat=block", "qwen2p5_7b", 8,
+     dict(batch=16, seq=2048, param_bytes=2, act_bytes=2, chunked_logits=True, remat="block")),
+    ("Qwen2.5-7B full SFT, v5e-16, bf16, 16 x 1024, chunked CE, remat=block", "qwen2p5_7b", 16,
+     dict(batch=16, seq=1024, param_bytes=2, act_bytes=2, chunked_logits=True, remat="block")),
 ]
 
 
 def check(preset: str, devices: int, batch: int, seq: int, lora_rank: int = 0,
-          base_dtype: str = "float32") -> dict:
+          base_dtype: str = "float32", remat: str = "none") -> dict:
   """XLA's memory analysis of the compiled SFT step (f32) on `devices` emulated CPU devices,
   FSDP over all of them; lora_rank > 0: adapters on all seven projections, the frozen base in
   base_dtype."""
@@ -99,7 +107,7 @@ def check(preset: str, devices: int, batch: int, seq: int, lora_rank: int = 0,
   from dacl.models.decoder import create_model
   from dacl.models.lora import add_lora
   from dacl.train.sft import init_train_state, make_optimizer, make_train_step
-  cfg = get_preset(preset, max_seq_len=seq)
+  cfg = get_preset(preset, max_seq_len=seq, remat=remat)
   tx = make_optimizer(1e-5, 10)
 
   def model():
@@ -138,20 +146,22 @@ if __name__ == "__main__":
   ap.add_argument("--seq", type=int, default=256)
   ap.add_argument("--lora", type=int, default=0, help="--check with LoRA adapters of this rank")
   ap.add_argument("--base-dtype", default="float32", help="--check --lora: the frozen base's dtype")
+  ap.add_argument("--remat", default="none", help="--check: the decoder's remat policy (none | block)")
   a = ap.parse_args()
   if a.check:
     est = estimate(get_preset(a.check), a.devices, batch=a.batch, seq=a.seq, lora_rank=a.lora,
-                   base_bytes={"float32": 4, "bfloat16": 2, "int8": 1}[a.base_dtype])
+                   base_bytes={"float32": 4, "bfloat16": 2, "int8": 1}[a.base_dtype],
+                   remat=a.remat)
     cfg = get_preset(a.check)
     # FSDP gathers each weight whole for its matmul and makes its whole gradient before the
     # reduce-scatter: the estimate above counts neither; this is their size if every layer's
     # copies are alive at once (an upper bound for a schedule that frees them per layer)
     gathered = round(cfg.num_params() * (4 + 4) / GB, 3)
-    emit(check=a.check, devices=a.devices, batch=a.batch, seq=a.seq, lora=a.lora,
+    emit(check=a.check, devices=a.devices, batch=a.batch, seq=a.seq, lora=a.lora, remat=a.remat,
          base_dtype=a.base_dtype if a.lora else "float32",
          estimate_gb=est,
          fsdp_gathered_weights_and_grads_gb=gathered,
-         xla=check(a.check, a.devices, a.batch, a.seq, a.lora, a.base_dtype))
+         xla=check(a.check, a.devices, a.batch, a.seq, a.lora, a.base_dtype, a.remat))
   else:
     for label, preset, n, kw in SETTINGS:
       emit(setting=label, preset=preset, params_b=round(get_preset(preset).num_params() / 1e9, 3),

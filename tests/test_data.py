@@ -180,3 +180,20 @@ def test_scratch_solutions_end_in_the_gold_answer():
     make_task("chain_sum", prompt_format="question", solution_format="scratch")
   with pytest.raises(ValueError):
     scratch_solution("2**3")
+
+
+@pytest.mark.parametrize("variant", ["scratch", "spread"])
+def test_stream_demonstrations_fit_the_warm_start_and_the_rollouts(variant):
+  """Every task of the scratchpad streams (`configs/dagrpo_stream.py`): no demonstration is
+  truncated at `warmstart.seq_len`, and every solution (with its stop token) fits in
+  `rl.max_new_tokens`, so neither SFT nor a rollout cuts the final answer off."""
+  from configs.dagrpo_stream import get_config
+  from dacl.build import build_task
+  from dacl.tokenizers import ByteTokenizer
+  from dacl.train.sft import make_sft_batch
+  c, tok = get_config(variant), ByteTokenizer()
+  for t in c.stream.tasks:
+    ex = build_task(t).examples("train", 3000, seed=0)
+    assert make_sft_batch(ex, tok, c.warmstart.seq_len)["truncated"] == 0, t.kwargs.name
+    longest = max(len(tok.encode(e.solution, add_bos=False)) + 1 for e in ex)
+    assert longest <= c.rl.max_new_tokens, (t.kwargs.name, longest)

@@ -3,6 +3,14 @@ the SIMULATED cloud, the tiny byte-level SLM warm-started by SFT inside the job.
 
   dacl train --config=configs/dagrpo_stream.py --workdir=DIR          # scratchpads (default)
   dacl train --config=configs/dagrpo_stream.py:answer --workdir=DIR   # bare answers (F2's job)
+  dacl train --config=configs/dagrpo_stream.py:spread --workdir=DIR   # tasks of middle difficulty
+
+"spread" (F8): add3 (`chain_sum`, 2 terms of 1-3 digits, + and -) -> mul4 (`products`, 4
+one-digit factors) -> mixed4 (`basic_arithmetic`, 4 one-digit terms, + - x), scratchpads, so
+that the warm start fails a real share of every task but the second (about 43 / 10 / 25 % of
+train-split problems at seed 0) and which problems to send decides something; the default
+stream's add2 and mixed3 are 84-98 % local and mul ~10 %. Longer scratchpads (mixed4's longest
+is 49 tokens with its prompt): warm-start rows of 56 tokens, rollouts of 40.
 
 "scratch" (F8): demonstrations are scratchpads (`dacl.data.scratch`: reversed digits, the sign
 first, one step per operation), the warm start sees 40,000 problems per task at lr 3e-3, RL

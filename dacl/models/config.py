@@ -21,8 +21,8 @@ def as_dtype(name_or_dtype: Any):
   return name_or_dtype
 
 
+REMAT_POLICIES = ("none", "block")   # ModelConfig.remat
 # the matmul weights a LoRA adapter can attach to (names of dacl.models.decoder.Block's weights)
-REMAT_POLICIES = ("none", "block")
 LORA_TARGETS = ("wq", "wk", "wv", "wo", "w_gate", "w_up", "w_down")
 
 

@@ -297,7 +297,7 @@ def _recompute_in_backward(graphdef, state, x, positions, inv_freq, attn_ok):
 
 
 def _recompute_fwd(graphdef, state, x, positions, inv_freq, attn_ok):
-  y = _recompute_in_backward(graphdef, state, x, positions, inv_freq, attn_ok)
+  y = nnx.merge(graphdef, state)(x, positions, inv_freq, attn_ok)[0]
   return y, (state, x, positions, inv_freq, attn_ok)
 
 

@@ -5,6 +5,8 @@ them onto mesh axes, so multi-device and multi-host runs only change rules, neve
 """
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import os
 from typing import Optional, Sequence
 
@@ -19,6 +21,13 @@ AXES = ("data", "fsdp", "tensor")
 # parallelism the heads and MLP dimensions.
 RULES = {"vocab": "tensor", "embed": "fsdp", "q_heads": "tensor", "kv_heads": "tensor",
          "mlp": "tensor", "layers": None, None: None}
+
+# Activations (`constrain`): rows over ('data', 'fsdp') like every batch, attention heads and the
+# MLP's hidden units over 'tensor' like the weights that produce them; the model dimension is
+# whole (FSDP gathers weights, not activations).
+ACTIVATION_RULES = {"batch": ("data", "fsdp"), "q_heads": "tensor", "kv_heads": "tensor",
+                    "mlp": "tensor", None: None}
+_ACTIVATION_MESH = contextvars.ContextVar("dacl_activation_mesh", default=None)
 
 
 def distributed_init_kwargs(env=None):
@@ -64,9 +73,55 @@ def _spec(axes, shape, mesh: Mesh, rules=RULES) -> P:
   out = []
   for name, dim in zip(axes, shape):
     ax = rules.get(name)
+    n = int(np.prod([mesh.shape[a] for a in ((ax,) if isinstance(ax, str) else ax or ())]))
     # Only shard dimensions the mesh axis divides; otherwise replicate that dimension.
-    out.append(ax if ax and dim % mesh.shape[ax] == 0 and mesh.shape[ax] > 1 else None)
+    out.append(ax if ax and dim % n == 0 and n > 1 else None)
   return P(*out)
+
+
+@contextlib.contextmanager
+def activation_mesh(mesh: Optional[Mesh]):
+  """While tracing inside this context, `constrain` pins activations to `mesh` (None: off)."""
+  token = _ACTIVATION_MESH.set(mesh)
+  try:
+    yield
+  finally:
+    _ACTIVATION_MESH.reset(token)
+
+
+def constrain(x: jax.Array, axes: Sequence[Optional[str]]) -> jax.Array:
+  """x with a sharding constraint from its logical `axes` (ACTIVATION_RULES) on the mesh of the
+  enclosing `activation_mesh`; unchanged outside one, or where no dimension would be split (XLA
+  keeps its own choice there). Without these, XLA may pick a layout for an FSDP step's
+  intermediate that it must then undo by a full rematerialisation of the array."""
+  mesh = _ACTIVATION_MESH.get()
+  if mesh is None:
+    return x
+  spec = _spec(axes, x.shape, mesh, ACTIVATION_RULES)
+  if all(a is None for a in spec):
+    return x
+  return jax.lax.with_sharding_constraint(x, NamedSharding(mesh, spec))
+
+
+def gather_fsdp(w: jax.Array, axes: Sequence[Optional[str]]) -> jax.Array:
+  """A parameter with its FSDP ('fsdp') split undone inside the enclosing `activation_mesh`
+  (other axes by RULES); unchanged outside one. For the embedding lookup: without it XLA turns
+  the lookup's gradient, a batch-split [B, T, d] cotangent, into the table's d-split layout by
+  replicating it (an "involuntary full rematerialization"); with it, each device scatter-adds
+  its rows into a whole table and XLA reduce-scatters the sum."""
+  mesh = _ACTIVATION_MESH.get()
+  if mesh is None:
+    return w
+  rules = {**RULES, "embed": None}
+  return jax.lax.with_sharding_constraint(w, NamedSharding(mesh, _spec(axes, w.shape, mesh, rules)))
+
+
+def mesh_of(shardings) -> Optional[Mesh]:
+  """The mesh of the first NamedSharding in a tree of shardings (None if there is none)."""
+  for s in jax.tree.leaves(shardings, is_leaf=lambda x: isinstance(x, NamedSharding)):
+    if isinstance(s, NamedSharding):
+      return s.mesh
+  return None
 
 
 def param_shardings(state: nnx.State, mesh: Mesh, rules=RULES):

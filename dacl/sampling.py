@@ -212,12 +212,15 @@ def prefill(graphdef, state, tokens, mask, *, cache_size: int, num_samples: int,
             cache_shardings=None):
   """tokens/mask [B, P] left-padded -> (last logits [B*G, V], cache for B*G rows, prompt_len [B*G]).
   cache_shardings: (k/v, mask) NamedShardings the cache is constrained to (`parallel.cache_shardings`;
-  the decode loop keeps the layout it receives), or None to leave it to XLA."""
+  the decode loop keeps the layout it receives), or None to leave it to XLA; on their mesh the
+  prompt's activations are constrained as in training (`parallel.activation_mesh`)."""
+  from dacl import parallel
   model = nnx.merge(graphdef, state)
   B, P = tokens.shape
   positions = jnp.maximum(jnp.cumsum(mask, axis=1) - 1, 0).astype(jnp.int32)
   cache = init_cache(model.cfg, B, cache_size)
-  logits, cache = model(tokens, positions, mask, cache, last_only=True)
+  with parallel.activation_mesh(None if cache_shardings is None else cache_shardings[0].mesh):
+    logits, cache = model(tokens, positions, mask, cache, last_only=True)
   rep = lambda x, ax: jnp.repeat(x, num_samples, axis=ax)
   cache = KVCache(tuple(rep(k, 0) for k in cache.k), tuple(rep(v, 0) for v in cache.v),
                   rep(cache.mask, 0), cache.index)

@@ -17,6 +17,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from dacl.models.config import ModelConfig, as_dtype
+from dacl.parallel import constrain, gather_fsdp
 
 
 class KVCache(NamedTuple):
@@ -163,6 +164,7 @@ class Block(nnx.Module):
     cfg = self.cfg
     dt = as_dtype(cfg.dtype)
     B, T, _ = x.shape
+    x = constrain(x, ("batch", None, None))
     h = rms_norm(x, self.attn_norm[...], cfg.norm_eps)
     q = _matmul(self, h, "wq")
     k = _matmul(self, h, "wk")
@@ -171,9 +173,9 @@ class Block(nnx.Module):
       q = q + self.bq[...].astype(dt)
       k = k + self.bk[...].astype(dt)
       v = v + self.bv[...].astype(dt)
-    q = q.reshape(B, T, cfg.n_heads, cfg.head_dim)
-    k = k.reshape(B, T, cfg.n_kv_heads, cfg.head_dim)
-    v = v.reshape(B, T, cfg.n_kv_heads, cfg.head_dim)
+    q = constrain(q.reshape(B, T, cfg.n_heads, cfg.head_dim), ("batch", None, "q_heads", None))
+    k = constrain(k.reshape(B, T, cfg.n_kv_heads, cfg.head_dim), ("batch", None, "kv_heads", None))
+    v = constrain(v.reshape(B, T, cfg.n_kv_heads, cfg.head_dim), ("batch", None, "kv_heads", None))
     if cfg.qk_norm:
       q = rms_norm(q, self.q_norm[...], cfg.norm_eps)
       k = rms_norm(k, self.k_norm[...], cfg.norm_eps)
@@ -185,8 +187,9 @@ class Block(nnx.Module):
     out = _gqa_attention(q, k, v, attn_ok, cfg)
     x = x + _matmul(self, out.reshape(B, T, -1), "wo")
     h = rms_norm(x, self.mlp_norm[...], cfg.norm_eps)
-    g = jax.nn.silu(_matmul(self, h, "w_gate")) * _matmul(self, h, "w_up")
-    return x + _matmul(self, g, "w_down"), kc, vc
+    g = constrain(jax.nn.silu(_matmul(self, h, "w_gate")) * _matmul(self, h, "w_up"),
+                  ("batch", None, "mlp"))
+    return constrain(x + _matmul(self, g, "w_down"), ("batch", None, None)), kc, vc
 
 
 class Decoder(nnx.Module):
@@ -227,7 +230,7 @@ class Decoder(nnx.Module):
     if mask is None:
       mask = jnp.ones((B, T), bool)
     mask = mask.astype(bool)
-    x = jnp.take(self.embed[...], tokens, axis=0).astype(dt)
+    x = jnp.take(gather_fsdp(self.embed[...], ("vocab", "embed")), tokens, axis=0).astype(dt)
     if cfg.weight_quant == "int8":
       x = x * jnp.take(self.embed_scale[...], tokens, axis=0)[..., None].astype(dt)
     inv_freq = rope_inv_freq(cfg)

@@ -138,11 +138,16 @@ class jit_state_step:
   """jax.jit of a (state, ...) -> (state, metrics) step with the state donated and, on a mesh,
   the output state pinned to the input state's shardings. A LoRA state's frozen base is an
   input only, never donated: it stays valid for whoever else holds it (the sampler, a
-  reference policy), and the new state gets the same arrays back."""
+  reference policy), and the new state gets the same arrays back. On a mesh the step is traced
+  under `parallel.activation_mesh`, so the decoder's activations get their constraints too."""
 
   def __init__(self, step, state_shardings=None):
+    from dacl import parallel
+    mesh = None if state_shardings is None else parallel.mesh_of(state_shardings)
+
     def inner(state, frozen, *args):
-      new, metrics = step(state._replace(frozen=frozen), *args)
+      with parallel.activation_mesh(mesh):
+        new, metrics = step(state._replace(frozen=frozen), *args)
       return new._replace(frozen=None), metrics
     out = None if state_shardings is None else (_no_frozen(state_shardings), None)
     self._jit = jax.jit(inner, donate_argnums=0, **({} if out is None else {"out_shardings": out}))

@@ -84,6 +84,9 @@ def run(mesh_shape):
     state, m = rl_step(state, put(rl_b), None)
     out["rl_loss"].append(float(m["loss"]))
   out["jit_cache"] = [sft_step._cache_size(), rl_step._cache_size()]
+  # activation constraints (parallel.constrain / gather_fsdp) in the step's program
+  text = sft_step.lower(state, put(sft_b)).as_text()
+  out["constraints"] = text.count("sharding_constraint") + text.count("@Sharding")
   out["params"] = flat(state.params)
   out["shards"] = {k: [list(s.data.shape) for s in leaf(state.params, p).addressable_shards][:1]
                    + [str(getattr(leaf(state.params, p).sharding, "spec", None))]
@@ -124,7 +127,8 @@ def main():
         "tokens_equal": got["tokens"] == ref["tokens"],
         "sampled_equal": got["sampled"] == ref["sampled"],
         "sampler_recompiled": got["sampler_recompiled"], "cache_shard": got["cache_shard"],
-        "shards": got["shards"], "jit_cache": got["jit_cache"]}
+        "shards": got["shards"], "jit_cache": got["jit_cache"],
+        "constraints": got["constraints"]}
     if saved is None:   # save on the first mesh, restore onto (2, 2, 2) below
       saved = tempfile.mkdtemp()
       ck = Checkpointer(saved, 1, 1)

@@ -56,7 +56,7 @@ def main():
   for pipeline in (False, True):
     for lat in (0, 300):
       cfg, _ = parse_config([
-          f"--config={os.path.join(ROOT, 'configs/dagrpo_stream.py')}", f"--workdir={tmp}",
+          f"--config={os.path.join(ROOT, 'configs/dagrpo_stream.py')}:scratch", f"--workdir={tmp}",
           f"--config.warmstart.steps={a.warm}", "--config.warmstart.offload_fraction=0.4",
           "--config.warmstart.examples_per_task=2000",
           f"--config.warmstart.seq_len={24 + a.scratchpad}",

@@ -1,5 +1,6 @@
-"""The comparison: every algorithm on the main job's stream with 3 seeds (about an hour on 2 CPU
-cores with bare answers; with the scratchpad default not yet re-measured, expect 2-3 hours).
+"""The comparison: every algorithm on the main job's stream (add3 -> mul4 -> mixed4) with 3 seeds
+(not yet timed at full scale on it: one seed of 3 algorithms took over an hour on 2 CPU cores
+shared with other runs, so expect several hours for 6 x 3).
 results.json holds each algorithm under "algorithms" (mean over seeds, per_seed inside).
 
   dacl train --config=configs/compare_stream.py --workdir=DIR

@@ -23,9 +23,14 @@ SMALL = ["--config.warmstart.steps=60", "--config.warmstart.examples_per_task=30
 def test_main_job_formats():
   from configs.dagrpo_stream import get_config
   fmts = lambda c: {t.kwargs.solution_format for t in c.stream.tasks}
-  assert fmts(get_config()) == {"scratch"} and fmts(get_config("answer")) == {"answer"}
+  names = lambda c: [t.kwargs.name for t in c.stream.tasks]
+  assert names(get_config()) == ["add3", "mul4", "mixed4"] == names(get_config("spread"))
+  assert names(get_config("scratch")) == ["add2", "mul", "mixed3"]
+  assert fmts(get_config()) == fmts(get_config("scratch")) == {"scratch"}
+  assert fmts(get_config("answer")) == {"answer"}
   assert get_config("answer").rl.lr > get_config().rl.lr
-  assert get_config().warmstart.marker_on == "failures"          # self-knowledge SFT
+  assert get_config().warmstart.marker_on == "budget"            # self-knowledge SFT, at most ⌊τn⌋
+  assert get_config("scratch").warmstart.marker_on == "failures"
   assert get_config("answer").warmstart.marker_on == "random"
   with pytest.raises(ValueError, match="scratch"):
     get_config("scratchpad")

@@ -75,7 +75,9 @@ def test_single_process_jobs_refuse_multiprocess(tmp_path):
   assert r.returncode == 2 and "multi-process runs support ['rl', 'sft']" in r.stderr
 
 
-DAGRPO = os.path.join(ROOT, "configs", "dagrpo_stream.py")
+# the main job's config on its earlier stream (add2 -> mul -> mixed3): the same code path as the
+# default add3 -> mul4 -> mixed4, with rows of 40 tokens instead of 56
+DAGRPO = os.path.join(ROOT, "configs", "dagrpo_stream.py") + ":scratch"
 DAGRPO_SMALL = ["--config.warmstart.steps=20", "--config.warmstart.examples_per_task=100",
                 "--config.warmstart.marker_on=random", "--config.warmstart.offload_fraction=0.5",
                 "--config.stream.steps=(2,2,2)", "--config.stream.train_size=64",

@@ -27,6 +27,7 @@ _RL_SMALL = ["--config.warmstart.steps=8", "--config.warmstart.examples_per_task
 SHORT = {
     "dagrpo_stream.py": _RL_SMALL + ["--config.stream.steps=(1,1,1)"],
     "dagrpo_stream.py:answer": _RL_SMALL + ["--config.stream.steps=(1,1,1)"],
+    "dagrpo_stream.py:scratch": _RL_SMALL + ["--config.stream.steps=(1,1,1)"],
     # every algorithm runs in tests/test_dagrpo_e2e.py::test_all_algorithms_share_the_path
     "compare_stream.py": _RL_SMALL + ["--config.stream.steps=(1,1,1)", "--config.seeds=(0,)",
                                       "--config.algorithms=('dagrpo','random_offload')"],

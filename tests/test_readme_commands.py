@@ -199,7 +199,8 @@ def test_readme_train_command(cmd, tmp_path):
     upstream, cloud_port = None, None
     if "base_url=" in other:   # the cloud it names: the README's own tiny server
       cloud_port = _free_port()
-      tiny = next(c for c in COMMANDS if _kind(c) == "serve" and _config_of(c) == "serve_tiny.py")
+      tiny = next(c for c in COMMANDS if _kind(c) == "serve" and _config_of(c) == "serve_tiny.py"
+                  and "--collab" not in c)
       upstream = _start_server(tiny, cloud_port)
     try:
       argv = _argv(other, wd, cloud_port=cloud_port)
@@ -253,7 +254,9 @@ def _start_server(cmd, port, cloud_port=None):
 
 def test_readme_serve_and_http_cloud_commands(tmp_path):
   serves = [c for c in COMMANDS if _kind(c) == "serve"]
-  tiny = next(c for c in serves if _config_of(c) == "serve_tiny.py")
+  # the upstream cloud: the plain tiny server (the README's AdaSwitch collab command also uses
+  # serve_tiny.py, comes first, and would otherwise be picked, pointing at a cloud on 8001)
+  tiny = next(c for c in serves if _config_of(c) == "serve_tiny.py" and "--collab" not in c)
   cloud_port = _free_port()
   upstream = _start_server(tiny, cloud_port)
   try:

@@ -32,18 +32,31 @@ def test_unpermute_inverts_llama_cpp_permute():
   np.testing.assert_array_equal(weights.unpermute_qk(perm, 3), w)
 
 
+def _assert_f32_parity(model, tok, hf, torch):
+  """dacl's f32 logits are as close to the f64 truth as transformers' own f32 logits.
+
+  Two f32 implementations of a 30-layer model differ by up to ~1.2e-4 on logits of scale ~40
+  (summation order; it varies with the CPU: an absolute 1e-4 passed on Intel and failed on AMD
+  EPYC), so each is compared with transformers run in float64 instead. A real error (rope,
+  norm, a transposed weight) is off by orders of magnitude, not by a factor of 1.5."""
+  ids = tok.encode(tok.apply_chat_template([{"role": "user", "content": "Name a primary colour."}]))
+  with torch.no_grad():
+    ref32 = hf(input_ids=torch.tensor([ids])).logits.numpy()
+    ref64 = hf.double()(input_ids=torch.tensor([ids])).logits.numpy()
+  got = np.asarray(model(jnp.asarray([ids], jnp.int32))[0])
+  ours, theirs = np.abs(got - ref64), np.abs(ref32 - ref64)
+  assert ours.max() <= 1.5 * theirs.max(), (ours.max(), theirs.max())
+  assert ours.mean() <= 1.5 * theirs.mean(), (ours.mean(), theirs.mean())
+  np.testing.assert_allclose(got, ref32, atol=5e-4, rtol=1e-4)   # and plainly close to f32 HF
+
+
 def test_gguf_matches_transformers_through_safetensors(smollm2, tmp_path):
   torch = pytest.importorskip("torch")
   transformers = pytest.importorskip("transformers")
   model, cfg, tok = smollm2
   weights.save_hf_dir(model, str(tmp_path), model_type="llama")
   hf = transformers.AutoModelForCausalLM.from_pretrained(str(tmp_path), dtype=torch.float32).eval()
-  prompt = tok.apply_chat_template([{"role": "user", "content": "Name a primary colour."}])
-  ids = tok.encode(prompt)
-  with torch.no_grad():
-    ref = hf(input_ids=torch.tensor([ids])).logits.numpy()
-  got = np.asarray(model(jnp.asarray([ids], jnp.int32))[0])
-  np.testing.assert_allclose(got, ref, atol=1e-4, rtol=1e-4)
+  _assert_f32_parity(model, tok, hf, torch)
 
 
 def test_gguf_matches_transformers_own_gguf_loader(smollm2):
@@ -59,12 +72,7 @@ def test_gguf_matches_transformers_own_gguf_loader(smollm2):
   kw = dict(gguf_file=os.path.basename(path))
   hf = transformers.AutoModelForCausalLM.from_pretrained(os.path.dirname(path), dtype=torch.float32,
                                                          **kw).eval()
-  prompt = tok.apply_chat_template([{"role": "user", "content": "Name a primary colour."}])
-  ids = tok.encode(prompt)
-  with torch.no_grad():
-    ref = hf(input_ids=torch.tensor([ids])).logits.numpy()
-  got = np.asarray(model(jnp.asarray([ids], jnp.int32))[0])
-  np.testing.assert_allclose(got, ref, atol=1e-4, rtol=1e-4)
+  _assert_f32_parity(model, tok, hf, torch)
   htok = transformers.AutoTokenizer.from_pretrained(os.path.dirname(path), **kw)
   text = "Paris has 2,148,271 people. <|im_start|>user\nHi there"
   assert htok.encode(text, add_special_tokens=False) == tok.encode(text)

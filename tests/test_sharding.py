@@ -87,6 +87,13 @@ def _activations_keep_their_layout(report):
   assert report["involuntary_remat"] == 0
 
 
+def _adaswitch_stage_on_a_mesh(report):
+  """AdaSwitch's SFT stages run on the config's mesh: 3 trajectories padded to 4 rows (the
+  data-parallel size of (2, 2, 2)) give the one-device parameters (tolerance as above)."""
+  r = report["adaswitch"]
+  assert r["rows"] == 4 and r["param_diff"] < 1e-3, r
+
+
 def test_sharding_on_8_emulated_devices():
   """One test, so the 8-device process runs once (a module fixture ran once per xdist worker)."""
   report = _report()
@@ -96,3 +103,4 @@ def test_sharding_on_8_emulated_devices():
   _checkpoint_restores_onto_another_mesh(report)
   _weights_load_onto_their_shards(report)
   _activations_keep_their_layout(report)
+  _adaswitch_stage_on_a_mesh(report)

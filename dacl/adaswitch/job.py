@@ -22,6 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from dacl import parallel
 from dacl.adaswitch import engine as eng
 from dacl.adaswitch import training as trn
 from dacl.adaswitch import trajectories as tj
@@ -194,7 +195,11 @@ def _stage_opt(sc, config, steps):
 def run_seed(config, run_dir: str, seed: int, workdir: str) -> dict:
   os.makedirs(run_dir, exist_ok=True)
   chat = bool(config.task_chat)
-  model, tok = build_model_and_tokenizer(config.model, seed)
+  # one device: a 1-device mesh; on several (config.mesh.shape), parameters and optimizer state
+  # by the logical-axis rules, trajectory batches and sampler rows over ('data', 'fsdp')
+  mesh = parallel.make_mesh(tuple(config.mesh.shape) or None)
+  dp = parallel.data_parallel_size(mesh)
+  model, tok = build_model_and_tokenizer(config.model, seed, mesh)
   local_params = model.cfg.num_params()
   cloud_params = float(config.adaswitch.cloud_params)
   tasks = [build_task(t) for t in config.tasks]
@@ -219,14 +224,15 @@ def run_seed(config, run_dir: str, seed: int, workdir: str) -> dict:
   graphdef, state = init_train_state(model, tx1, seed)
   st1 = BatchStream(items1, s1.batch_size, seed)
   state = fit(graphdef, state, tx1, lambda i: trn.make_trajectory_batch(st1.batch(i), tok, s1.seq_len,
-                                                                       pack=bool(s1.pack)),
+                                                                       pack=bool(s1.pack),
+                                                                       row_multiple=dp),
               s1.steps, os.path.join(run_dir, "stage1", "checkpoints"),
               desc=f"stage 1 self-practice (seed {seed})", record={"stage": 1, "seed": seed},
-              save_every=config.train.save_every)
+              save_every=config.train.save_every, mesh=mesh)
   params1 = state.params
   sampler = Sampler(nnx.merge(graphdef, params1), tok, max_cache_len=config.model.max_seq_len,
                     min_bucket=int(config.adaswitch.min_bucket),
-                    min_rows=int(config.adaswitch.min_rows))
+                    min_rows=int(config.adaswitch.min_rows), mesh=mesh)
   bridge = bridge_from_config(config.cloud, workdir)
 
   # -- stage 2: collaborative examination -----------------------------------------------------
@@ -266,10 +272,11 @@ def run_seed(config, run_dir: str, seed: int, workdir: str) -> dict:
   graphdef, state = init_train_state(model1, tx3, seed)
   st3 = BatchStream(items3, s3.batch_size, seed + 3)
   state = fit(graphdef, state, tx3, lambda i: trn.make_trajectory_batch(st3.batch(i), tok, s3.seq_len,
-                                                                       pack=bool(s3.pack)),
+                                                                       pack=bool(s3.pack),
+                                                                       row_multiple=dp),
               s3.steps, os.path.join(run_dir, "stage3", "checkpoints"),
               desc=f"stage 3 reflective learning (seed {seed})", record={"stage": 3, "seed": seed},
-              save_every=config.train.save_every)
+              save_every=config.train.save_every, mesh=mesh)
   params3 = state.params
 
   # -- evaluation ------------------------------------------------------------------------------
@@ -418,14 +425,16 @@ def eval_adaswitch(config, workdir: str, step=None) -> dict:
     ckdir = os.path.join(workdir, "runs", f"s{seed}", "stage3", "checkpoints")
     if not os.path.isdir(ckdir):
       raise CheckpointError(f"no AdaSwitch checkpoints to evaluate: {ckdir} does not exist")
-    model, tok = build_model_and_tokenizer(config.model, seed)
+    mesh = parallel.make_mesh(tuple(config.mesh.shape) or None)
+    model, tok = build_model_and_tokenizer(config.model, seed, mesh)
     graphdef, state = init_train_state(model, make_optimizer(1e-3, 1), seed)
+    state = parallel.place(state, mesh)   # the restore target carries the mesh's layout
     ck = Checkpointer(ckdir)
     state, _, got = ck.restore(state, step)
     ck.close()
     sampler = Sampler(nnx.merge(graphdef, state.params), tok, max_cache_len=config.model.max_seq_len,
                       min_bucket=int(config.adaswitch.min_bucket),
-                      min_rows=int(config.adaswitch.min_rows))
+                      min_rows=int(config.adaswitch.min_rows), mesh=mesh)
     bridge = bridge_from_config(config.cloud, workdir)
     held = eval_sets(config, seed)
     pairs = [p for _, ps in held for p in ps]

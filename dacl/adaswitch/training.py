@@ -11,6 +11,7 @@ Loss weights by segment role (dacl.adaswitch.steps):
 from __future__ import annotations
 
 import json
+import math
 from fractions import Fraction
 
 import numpy as np
@@ -45,16 +46,20 @@ def trajectory_tokens(tok, qtext: str, records: list, stage: str, chat: bool = F
   return ids, w
 
 
-def make_trajectory_batch(items, tok, seq_len: int, bucket: int = 64, pack: bool = False) -> dict:
+def make_trajectory_batch(items, tok, seq_len: int, bucket: int = 64, pack: bool = False,
+                          row_multiple: int = 1) -> dict:
   """Right-padded next-token batch from (ids, weights) pairs: tokens/targets/loss_mask/mask
   [B, T] and `truncated` (rows longer than seq_len + 1 that lost their end). T is the longest
   row rounded up to a multiple of `bucket`, at most seq_len: short batches cost less, and there
   are at most seq_len / bucket compiled shapes. pack: the same trajectories packed into rows of
   seq_len (`dacl.train.sft.pack_sequences`; same loss and gradient). Stage 1 at 32 x ~165
-  tokens: 6,144 slots a batch instead of 9,257, 0.81 s a step instead of 1.12 (BUILD_NOTES.md)."""
+  tokens: 6,144 slots a batch instead of 9,257, 0.81 s a step instead of 1.12 (BUILD_NOTES.md).
+  row_multiple: rows are padded (no loss, no mask) to a multiple of it, the data-parallel size of
+  a mesh; padding rows change neither the loss nor its gradient."""
   if pack:
-    return pack_sequences(items, tok.pad_id, seq_len, bucket=seq_len, row_multiple=2)
-  B = len(items)
+    return pack_sequences(items, tok.pad_id, seq_len, bucket=seq_len,
+                          row_multiple=math.lcm(2, row_multiple))
+  B = -(-len(items) // row_multiple) * row_multiple
   longest = max(len(ids) for ids, _ in items) - 1
   seq_len = min(seq_len, -(-longest // bucket) * bucket)
   tokens = np.full((B, seq_len), tok.pad_id, np.int32)

@@ -5,7 +5,8 @@ For each mesh shape: two SFT steps and two GRPO steps with the state placed by t
 rules and the batch over ('data', 'fsdp'), and a greedy sample from the sharded parameters,
 against the same computations on one device; the per-device shard shapes of a few parameters;
 the jit cache sizes after the steps (one compile per step function); and an Orbax checkpoint
-saved on the first mesh and restored onto (2, 2, 2).
+saved on the first mesh and restored onto (2, 2, 2); AdaSwitch's SFT stage (`fit` over trajectory
+batches whose rows are padded to the data-parallel size) on (2, 2, 2) against one device.
 """
 import json
 import os
@@ -114,8 +115,30 @@ def run(mesh_shape):
   return out, (graphdef, state, mesh)
 
 
+def adaswitch_stage(mesh_shape):
+  """Parameters after 2 AdaSwitch stage steps (dacl.adaswitch.job's `fit` call) on 3 trajectories
+  of different lengths: one device, or a mesh whose 4 data-parallel rows need a padding row."""
+  from dacl.adaswitch.training import make_trajectory_batch
+  from dacl.train.sft import fit
+  model = create_model(get_preset("tiny"), seed=2)
+  tok = ByteTokenizer()
+  tx = make_optimizer(1e-2, 10)
+  graphdef, state = init_train_state(model, tx, 0)
+  r = np.random.default_rng(5)
+  items = [(list(r.integers(3, 200, n)), list((r.random(n) > 0.3).astype(float))) for n in (20, 33, 12)]
+  mesh = None if mesh_shape is None else parallel.make_mesh(mesh_shape)
+  dp = 1 if mesh is None else parallel.data_parallel_size(mesh)
+  rows = []
+  state = fit(graphdef, state, tx, lambda i: rows.append(make_trajectory_batch(
+      items, tok, 64, bucket=16, row_multiple=dp)) or rows[-1], 2, tempfile.mkdtemp(),
+      desc="adaswitch stage", mesh=mesh)
+  return flat(state.params), rows[0]["tokens"].shape[0]
+
+
 def main():
   ref, _ = run(None)
+  ada_ref, _ = adaswitch_stage(None)
+  ada, ada_rows = adaswitch_stage((2, 2, 2))
   report = {"devices": jax.device_count(), "meshes": {}}
   saved = None
   for shape in MESHES:
@@ -161,6 +184,7 @@ def main():
       "param_diff": float(np.max(np.abs(flat(nnx.state(loaded, nnx.Param)) -
                                         flat(nnx.state(src, nnx.Param))))),
       "w_down_spec": str(lw.sharding.spec), "w_down_shard": list(lw.addressable_shards[0].data.shape)}
+  report["adaswitch"] = {"rows": ada_rows, "param_diff": float(np.max(np.abs(ada - ada_ref)))}
   json.dump(report, sys.stdout)
 
 

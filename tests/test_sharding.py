@@ -94,6 +94,16 @@ def _adaswitch_stage_on_a_mesh(report):
   assert r["rows"] == 4 and r["param_diff"] < 1e-3, r
 
 
+def _coplms_phases_on_a_mesh(report):
+  """Co-PLMs' phases run on the config's mesh: a token-KD pair, a CE scan and a proxy placed back
+  after the wire give the one-device parameters (tolerance as above) with 6-row batches padded
+  to 8 zero-weight-filled rows; the proxy is really sharded (nano: d_model 32, 2 heads x 16)."""
+  r = report["coplms"]
+  assert r["dp"] == 4 and r["rows"] == 8, r
+  assert max(r["param_diff"].values()) < 1e-3 and r["loss_diff"] < 1e-5, r
+  assert r["wq_shard"] == [16, 16], r
+
+
 def test_sharding_on_8_emulated_devices():
   """One test, so the 8-device process runs once (a module fixture ran once per xdist worker)."""
   report = _report()
@@ -104,3 +114,4 @@ def test_sharding_on_8_emulated_devices():
   _weights_load_onto_their_shards(report)
   _activations_keep_their_layout(report)
   _adaswitch_stage_on_a_mesh(report)
+  _coplms_phases_on_a_mesh(report)

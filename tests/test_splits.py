@@ -112,14 +112,15 @@ def test_shipped_configs_evaluate_on_problems_they_never_train_on(path):
     for seed in seeds:
       held = sd.eval_sets(c, ts, seed)
       for k, t in enumerate(ts):
+        rl = sd.rl_pool(c, t, k, seed)
         trained = {e.canonical for e in sd.warmstart_pool(c, t, seed)}
-        trained |= {e.canonical for e in sd.rl_pool(c, t, k, seed)}
+        trained |= {e.canonical for e in rl}
         trained |= {e.canonical for e in sd.router_calibration(c, t, k, seed)}
         if uses_self_knowledge(c):   # self-knowledge SFT's labelled draw
           trained |= {e.canonical for e in sd.self_knowledge_pool(c, t, k, seed)}
         ev = {e.canonical for e in held[k]}
         assert ev and not ev & trained, (path, seed, t.name)
-        assert not {e.prompt for e in held[k]} & {e.prompt for e in sd.rl_pool(c, t, k, seed)}
+        assert not {e.prompt for e in held[k]} & {e.prompt for e in rl}
   elif c.algorithm == "adaswitch":
     from dacl.adaswitch import job
     ts = [build_task(tc) for tc in c.tasks]

@@ -19,6 +19,9 @@ Baselines on the same data and step budget, one code path (`coplms.methods`):
 Every participant's state is checkpointed after each round (rerunning resumes). Metrics: EM and
 Rouge-L per domain for every SLM (its own domain) and for the LLM (every domain), bytes moved per
 round against sending the SLMs whole, and wall time per phase.
+Every party lives on the config's mesh (`mesh.shape`; one device: a 1-device mesh): parameters
+and optimizer state by the logical-axis rules, phase batches split over ('data', 'fsdp') with
+zero-weight rows padding them to the data-parallel size, sampling on the mesh too.
 """
 from __future__ import annotations
 
@@ -32,6 +35,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from dacl import parallel
 from dacl.build import build_task, refuse_lora
 from dacl.continual.metrics import mean_std
 from dacl.continual.stream import data_report, eval_data_seed
@@ -85,13 +89,16 @@ class Party:
     return nnx.merge(self.graphdef, self.state.params)
 
 
-def build_party(name: str, pc, seed: int, steps: int, oc) -> Party:
+def build_party(name: str, pc, seed: int, steps: int, oc, mesh=None) -> Party:
+  """A participant; mesh: its train state placed by the logical-axis rules."""
   tok = tokenizer(pc.tokenizer)
   cfg = get_preset(pc.preset, vocab_size=tok.vocab_size, max_seq_len=512)
   model = create_model(cfg, seed=derive_seed(seed, "init", name) % (2 ** 31))
   tx = make_optimizer(pc.lr, steps, min(20, steps // 10), oc.weight_decay, oc.b1, oc.b2,
                       oc.clip_norm, 0.1)
   graphdef, state = init_train_state(model, tx, seed)
+  if mesh is not None:
+    state = parallel.place(state, mesh)
   return Party(name, pc.tokenizer, tok, graphdef, state, tx, cfg.num_params())
 
 
@@ -117,29 +124,51 @@ def _rows(examples, w: float = 1.0):
 # ----------------------------------------------------------------------------- phases
 
 class Runner:
-  """Compiled phase functions, cached by (participants' graphdefs, flags), and the data streams."""
+  """Compiled phase functions, cached by (participants' graphdefs, flags), the data streams, and
+  the mesh every party lives on (None: default device placement)."""
 
-  def __init__(self, config, data, seed):
+  def __init__(self, config, data, seed, mesh=None):
     self.c, self.cc, self.data, self.seed = config, config.coplms, data, seed
+    self.mesh = mesh
+    self.dp = 1 if mesh is None else parallel.data_parallel_size(mesh)
     self._scans: dict = {}
     self.private_streams = [BatchStream(_rows(p), self.cc.batch_size, derive_seed(seed, "ps", k) % (2 ** 31))
                             for k, p in enumerate(data["private"])]
     self.public_stream = BatchStream(_rows(data["public"]), self.cc.batch_size,
                                      derive_seed(seed, "pub") % (2 ** 31))
 
+  def _shardings(self, *parties):
+    if self.mesh is None:
+      return None
+    return tuple(parallel.state_shardings(p.state, self.mesh) for p in parties)
+
+  def place(self, tree):
+    """A tree computed or received off the mesh (a proxy's parameters back from the wire, an
+    average), placed by the logical-axis rules; unchanged without a mesh."""
+    return tree if self.mesh is None else parallel.place(tree, self.mesh)
+
+  def shard(self, batches: dict) -> dict:
+    """Stacked [S, B, T] batches (or {"a": ..., "b": ...} of them) with B split over the mesh."""
+    if self.mesh is None:
+      return batches
+    if "tokens" not in batches:
+      return {k: self.shard(v) for k, v in batches.items()}
+    return parallel.shard_batch(batches, self.mesh, batch_axis=1)
+
   def scan(self, a: Party, b: Party, **flags):
     key = (a.graphdef, id(a.tx), b.graphdef, id(b.tx), tuple(sorted(flags.items())))
     if key not in self._scans:
       self._scans[key] = lrn.make_pair_scan(a.graphdef, a.tx, b.graphdef, b.tx,
                                             temperature=float(self.cc.temperature),
-                                            confidence=self.kd_weighting() == "confidence", **flags)
+                                            confidence=self.kd_weighting() == "confidence",
+                                            shardings=self._shardings(a, b), **flags)
     return self._scans[key]
 
   def batches(self, rows_fn, tok, steps: int, offset: int) -> dict:
-    """[steps, B, T] batches of rows_fn(offset + i), tokenised by tok."""
+    """[steps, B, T] batches of rows_fn(offset + i), tokenised by tok, on the mesh."""
     rows = [rows_fn(offset + i) for i in range(steps)]
     T = self.seq_len(tok, rows)
-    return lrn.stack([lrn.qa_batch(r, tok, T) for r in rows])
+    return self.shard(lrn.stack([lrn.qa_batch(r, tok, T, self.dp) for r in rows]))
 
   def seq_len(self, tok, rows: list) -> int:
     """The phase's padded length: its longest row (prompt + answer + EOS) rounded up to 16, at
@@ -153,7 +182,7 @@ class Runner:
   def answers(self, party: Party, prompts: list) -> tuple[list, list]:
     """Greedy answers and each one's confidence: the geometric-mean probability of its
     generated tokens, exp(mean log pi), in (0, 1]."""
-    s = Sampler(party.model, party.tok, max_cache_len=512, min_bucket=32)
+    s = Sampler(party.model, party.tok, max_cache_len=512, min_bucket=32, mesh=self.mesh)
     out, conf = [], []
     for i in range(0, len(prompts), 128):
       o = s(prompts[i:i + 128], jax.random.key(0), SamplingParams(
@@ -198,23 +227,24 @@ class Runner:
     ra = [with_teacher(r, ans_b, alpha * alpha_a) for r in rows]
     rb = [with_teacher(r, ans_a, alpha * alpha_b) for r in rows]
     Ta, Tb = self.seq_len(a.tok, ra), self.seq_len(b.tok, rb)
-    ba = [lrn.qa_batch(r, a.tok, Ta) for r in ra]
-    bb = [lrn.qa_batch(r, b.tok, Tb) for r in rb]
+    ba = [lrn.qa_batch(r, a.tok, Ta, self.dp) for r in ra]
+    bb = [lrn.qa_batch(r, b.tok, Tb, self.dp) for r in rb]
     run = self.scan(a, b, token_kd=False, train_a=train_a, train_b=train_b)
-    a.state, b.state, m = run(a.state, b.state, {"a": lrn.stack(ba), "b": lrn.stack(bb)})
+    a.state, b.state, m = run(a.state, b.state, self.shard({"a": lrn.stack(ba), "b": lrn.stack(bb)}))
     return {k: float(np.mean(v)) for k, v in jax.device_get(m).items()}
 
   def alone(self, a: Party, rows_fn, steps: int, offset: int) -> dict:
     """CE-only updates of `a` on rows_fn(step) rows (one jitted scan)."""
     key = (a.graphdef, id(a.tx), "alone")
     if key not in self._scans:
-      self._scans[key] = lrn.make_single_scan(a.graphdef, a.tx)
+      sh = self._shardings(a)
+      self._scans[key] = lrn.make_single_scan(a.graphdef, a.tx, None if sh is None else sh[0])
     a.state, m = self._scans[key](a.state, self.batches(rows_fn, a.tok, steps, offset))
     return {k: float(np.mean(v)) for k, v in jax.device_get(m).items()}
 
 
 def evaluate(runner: Runner, party: Party, examples) -> dict:
-  s = Sampler(party.model, party.tok, max_cache_len=512, min_bucket=32)
+  s = Sampler(party.model, party.tok, max_cache_len=512, min_bucket=32, mesh=runner.mesh)
   r = qm.evaluate_qa(s, examples, int(runner.cc.answer_tokens))
   return {"em": r["em"], "rouge_l": r["rouge_l"], "n": r["n"], "samples": r["samples"][:2]}
 
@@ -229,7 +259,7 @@ def warm_llm_params(config, runner: Runner, seed: int, warm_dir: str):
   steps = int(cc.get("llm_warm_steps", 0))
   if steps <= 0:
     return None
-  party = build_party("llm", cc.llm, seed, steps, config.optim)
+  party = build_party("llm", cc.llm, seed, steps, config.optim, runner.mesh)
   ck = Checkpointer(warm_dir, steps, 1)
   if ck.latest_step() == steps:
     party.state, _, _ = ck.restore(party.state)
@@ -249,9 +279,10 @@ def warm_llm_params(config, runner: Runner, seed: int, warm_dir: str):
 
 
 def run_method(config, run_dir: str, method: str, seed: int, tasks, data,
-               transport: Transport = None) -> dict:
+               transport: Transport = None, mesh=None) -> dict:
   """One method for one seed: R rounds, checkpointed after each; rerunning resumes. All edge <->
-  cloud parameter traffic goes through `transport` (a fresh one by default)."""
+  cloud parameter traffic goes through `transport` (a fresh one by default). mesh: default the
+  config's (`mesh.shape`)."""
   if method not in METHODS:
     raise ValueError(f"unknown co-tuning method {method!r}; known: {METHODS}")
   cc, oc = config.coplms, config.optim
@@ -260,13 +291,14 @@ def run_method(config, run_dir: str, method: str, seed: int, tasks, data,
   names = [s.name for s in cc.slms]
   if len(names) != K:
     raise ValueError(f"coplms.slms has {len(names)} SLMs for {K} domains (one SLM per domain)")
-  llm = build_party("llm", cc.llm, seed, R * C * K * (2 if method == "pooled" else 1), oc)
-  slms = [build_party(s.name, s, seed, R * E, oc) for s in cc.slms]
-  dpms = [build_party(f"dpm_{k}", cc.dpm, seed, R * (E + C), oc) for k in range(K)]
+  mesh = mesh if mesh is not None else parallel.make_mesh(tuple(config.mesh.shape) or None)
+  llm = build_party("llm", cc.llm, seed, R * C * K * (2 if method == "pooled" else 1), oc, mesh)
+  slms = [build_party(s.name, s, seed, R * E, oc, mesh) for s in cc.slms]
+  dpms = [build_party(f"dpm_{k}", cc.dpm, seed, R * (E + C), oc, mesh) for k in range(K)]
   # every DPM starts from the same initialisation (one shared architecture)
   for d in dpms[1:]:   # copies: phase functions donate their states
     d.state = d.state._replace(params=jax.tree.map(jnp.copy, dpms[0].state.params))
-  runner = Runner(config, data, seed)
+  runner = Runner(config, data, seed, mesh)
   warm = warm_llm_params(config, runner, seed,
                          os.path.join(os.path.dirname(os.path.abspath(run_dir)), f"llm_warm_s{seed}"))
   if warm is not None:   # every method's LLM (and the pooled model) starts from the same warm start
@@ -313,7 +345,8 @@ def run_method(config, run_dir: str, method: str, seed: int, tasks, data,
       if method in ("coplms", "fedavg_proxy"):   # up: only DPM parameters cross
         up = [transport.send("up", ProxyMessage(f"edge{k}", r, flatten(dpms[k].state.params)))
               for k in range(K)]
-        cloud_dpms = [unflatten_into(dpms[k].state.params, m.params) for k, m in enumerate(up)]
+        cloud_dpms = [runner.place(unflatten_into(dpms[k].state.params, m.params))
+                      for k, m in enumerate(up)]
         for k in range(K):
           dpms[k].state = dpms[k].state._replace(params=cloud_dpms[k])
       for k in range(K):   # cloud phase
@@ -329,11 +362,12 @@ def run_method(config, run_dir: str, method: str, seed: int, tasks, data,
       if method == "fedavg_proxy":
         avg = jax.tree.map(lambda *xs: sum(xs) / len(xs), *[d.state.params for d in dpms])
         for d in dpms:
-          d.state = d.state._replace(params=jax.tree.map(jnp.copy, avg))
+          d.state = d.state._replace(params=runner.place(jax.tree.map(jnp.copy, avg)))
       if method in ("coplms", "fedavg_proxy"):   # down
         for k in range(K):
           back = transport.send("down", ProxyMessage(f"edge{k}", r, flatten(dpms[k].state.params)))
-          dpms[k].state = dpms[k].state._replace(params=unflatten_into(dpms[k].state.params, back.params))
+          dpms[k].state = dpms[k].state._replace(
+              params=runner.place(unflatten_into(dpms[k].state.params, back.params)))
       times["cloud"] = time.perf_counter() - t
     t = time.perf_counter()
     metrics = None

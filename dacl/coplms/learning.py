@@ -9,6 +9,9 @@ B on the same step:
     own way; no logits cross.
 A phase of S steps is `lax.scan` over S stacked batches inside one jit, with both train states
 donated. train_a / train_b switch updates off for one-way distillation and single-model phases.
+On a mesh (`shardings`: the states' `parallel.state_shardings`) the new states keep the input
+layout, the decoder's activations get their constraints, and the caller splits the batches'
+B axis over ('data', 'fsdp') (`parallel.shard_batch(..., batch_axis=1)`).
 
 Shapes: batches [S, B, T]; logits [B, T, V].
 """
@@ -41,9 +44,23 @@ def _logits(graphdef, params, b):
   return nnx.merge(graphdef, params)(b["tokens"], None, b["mask"])[0]
 
 
+def _jit_on(run, donate, shardings, n_metrics: int = 1):
+  """jax.jit(run) with `donate` donated; on a mesh (shardings: the donated states' shardings)
+  the states come back in the same layout and tracing happens under `activation_mesh`."""
+  from dacl import parallel
+  if shardings is None:
+    return jax.jit(run, donate_argnums=donate)
+  mesh = parallel.mesh_of(shardings)
+
+  def traced(*args):
+    with parallel.activation_mesh(mesh):
+      return run(*args)
+  return jax.jit(traced, donate_argnums=donate, out_shardings=(*shardings, *([None] * n_metrics)))
+
+
 def make_pair_scan(graphdef_a, tx_a, graphdef_b, tx_b, *, token_kd: bool,
                    temperature: float = 2.0, train_a: bool = True, train_b: bool = True,
-                   confidence: bool = False):
+                   confidence: bool = False, shardings=None):
   """-> jitted run(state_a, state_b, batches, alpha_a=0., alpha_b=0.) -> (state_a, state_b,
   metrics [S]).
 
@@ -52,7 +69,8 @@ def make_pair_scan(graphdef_a, tx_a, graphdef_b, tx_b, *, token_kd: bool,
   (token KD only; for sequence KD the weights live in the batch rows). The alphas are traced
   arguments, so one compiled phase serves every weighting (one-way, mutual, CE only).
   confidence (token KD): each token's KL term is weighted by the teacher's probability of the
-  gold token, so a model is pulled toward its partner where the partner is right."""
+  gold token, so a model is pulled toward its partner where the partner is right.
+  shardings: (state_a's, state_b's) on a mesh, or None."""
 
   def losses(pa, pb, batch, alpha_a, alpha_b):
     ba, bb = (batch, batch) if token_kd else (batch["a"], batch["b"])
@@ -93,11 +111,12 @@ def make_pair_scan(graphdef_a, tx_a, graphdef_b, tx_b, *, token_kd: bool,
     (sa, sb), metrics = jax.lax.scan(lambda c, b: step(c, b, alphas), (sa, sb), batches)
     return sa, sb, metrics
 
-  return jax.jit(run, donate_argnums=(0, 1))
+  return _jit_on(run, (0, 1), shardings)
 
 
-def make_single_scan(graphdef, tx):
-  """-> jitted run(state, batches) -> (state, metrics [S]): CE-only updates (no partner)."""
+def make_single_scan(graphdef, tx, shardings=None):
+  """-> jitted run(state, batches) -> (state, metrics [S]): CE-only updates (no partner).
+  shardings: the state's on a mesh, or None."""
 
   def step(state, batch):
     def loss(p):
@@ -111,13 +130,16 @@ def make_single_scan(graphdef, tx):
   def run(state, batches):
     return jax.lax.scan(step, state, batches)
 
-  return jax.jit(run, donate_argnums=0)
+  return _jit_on(run, 0, None if shardings is None else (shardings,))
 
 
-def qa_batch(rows, tokenizer, seq_len: int) -> dict:
+def qa_batch(rows, tokenizer, seq_len: int, row_multiple: int = 1) -> dict:
   """Next-token batch from (prompt, target text, weight) rows: loss on the target (and its EOS)
-  with that row's weight. [B, seq_len] tokens / targets / weights (float32) / mask."""
+  with that row's weight. [B, seq_len] tokens / targets / weights (float32) / mask.
+  row_multiple: B is padded up to a multiple of it (a mesh's data-parallel size) with copies of
+  the first row at weight 0, which add nothing to any loss or its denominator."""
   from dacl.data.tasks import Example
+  rows = list(rows) + [(rows[0][0], rows[0][1], 0.0)] * (-len(rows) % row_multiple)
   b = make_sft_batch([Example(p, "", t, "") for p, t, _ in rows], tokenizer, seq_len)
   w = b["loss_mask"].astype(np.float32) * np.asarray([r[2] for r in rows], np.float32)[:, None]
   return {"tokens": b["tokens"], "targets": b["targets"], "weights": w, "mask": b["mask"]}

@@ -88,6 +88,13 @@ class Task:
   def _stream(self, seed: int) -> Iterator[Example]:
     raise NotImplementedError
 
+  def _candidates(self, seed: int) -> Iterator[tuple[str, Callable[[], Example]]]:
+    """(canonical form, build) per candidate of `_stream`, build() giving its Example. A task
+    whose examples are costly to build (answers computed, demonstrations written) overrides this
+    so that a draw outside the requested split costs only its canonical form."""
+    for ex in self._stream(seed):
+      yield ex.canonical, (lambda ex=ex: ex)
+
   def _max_draws(self, split: str, n: int) -> int:
     """Candidates to try before deciding the space is too small for n problems of `split`."""
     return max(20_000, 60 * n)
@@ -103,12 +110,12 @@ class Task:
     limit = self._max_draws(split, n) if distinct else max(20_000, 200 * n)
     if n <= 0:
       return out
-    for ex in self._stream(seed):
+    for c, build in self._candidates(seed):
       draws += 1
-      c = ex.canonical
       if (split_of(c) == split and not (distinct and c in seen)
           and (keep is None or keep(c))):
         seen.add(c)
+        ex = build()
         out.append(dataclasses.replace(ex, meta={**ex.meta, "split": split}))
         if len(out) == n:
           return out
@@ -125,7 +132,7 @@ class Task:
   def space(self, draws: int = 20_000, seed: int = 0) -> dict:
     """How many distinct problems the task has (Chao1 over `draws` draws; exact for files) and
     how the seen ones fall into splits."""
-    cans = [e.canonical for e in itertools.islice(self._stream(seed), draws)]
+    cans = [c for c, _ in itertools.islice(self._candidates(seed), draws)]
     out = chao1(cans)
     distinct = set(cans)
     out["distinct_per_split"] = {s: sum(split_of(c) == s for c in distinct)
@@ -225,9 +232,8 @@ class ReasoningGymTask(Task):
       solution = cot if "####" in cot else (f"{cot}\n#### {e['answer']}" if cot else f"#### {e['answer']}")
       if self.prompt_format == "chat":
         prompt = prompt + "\nEnd your reply with '#### <answer>'."
-    canonical = canonical_form(md["expression"] if "expression" in md else e["question"])
     return Example(prompt=prompt, answer=str(e["answer"]), solution=solution, task=self.name,
-                   meta={"rg": md, "rg_entry": e, "canonical": canonical})
+                   meta={"rg": md, "rg_entry": e, "canonical": self._canonical(e)})
 
   @staticmethod
   def _exact_answer(md: dict, rg_answer: str) -> str:
@@ -251,14 +257,24 @@ class ReasoningGymTask(Task):
     md["answer_rg"] = rg_answer
     return format_value(exact)
 
-  def _stream(self, seed):
+  @staticmethod
+  def _canonical(e: dict) -> str:
+    md = e["metadata"]
+    return canonical_form(md["expression"] if "expression" in md else e["question"])
+
+  def _candidates(self, seed):
     import reasoning_gym
     base = generator_seed(self.task_id, seed)
     for j in itertools.count():
       ds = reasoning_gym.create_dataset(self.rg_name, size=self.CHUNK, seed=base + j * self.CHUNK,
                                         **self.rg_kwargs)
       for i in range(self.CHUNK):
-        yield self._example(ds[i])
+        e = ds[i]
+        yield self._canonical(e), functools.partial(self._example, e)
+
+  def _stream(self, seed):
+    for _, build in self._candidates(seed):
+      yield build()
 
 
   def score(self, completion: str, ex: Example) -> float:

@@ -6,7 +6,9 @@ rules and the batch over ('data', 'fsdp'), and a greedy sample from the sharded 
 against the same computations on one device; the per-device shard shapes of a few parameters;
 the jit cache sizes after the steps (one compile per step function); and an Orbax checkpoint
 saved on the first mesh and restored onto (2, 2, 2); AdaSwitch's SFT stage (`fit` over trajectory
-batches whose rows are padded to the data-parallel size) on (2, 2, 2) against one device.
+batches whose rows are padded to the data-parallel size) on (2, 2, 2) against one device;
+Co-PLMs' phases (an SLM <-> proxy token-KD pair scan, the LLM's CE scan, a proxy's parameters
+through the wire and back) on (2, 2, 2) against one device.
 """
 import json
 import os
@@ -31,6 +33,7 @@ from dacl.tokenizers import ByteTokenizer  # noqa: E402
 from dacl.train.checkpoint import Checkpointer  # noqa: E402
 from dacl.train.sft import init_train_state, make_optimizer, make_train_step  # noqa: E402
 
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 MESHES = [(8, 1, 1), (2, 4, 1), (2, 2, 2), (1, 1, 8)]
 SHOWN = {"embed": ("embed",), "wq": ("layers", 0, "wq"), "wk": ("layers", 0, "wk"),
          "w_down": ("layers", 0, "w_down")}
@@ -135,8 +138,44 @@ def adaswitch_stage(mesh_shape):
   return flat(state.params), rows[0]["tokens"].shape[0]
 
 
+def coplms_phases(mesh_shape):
+  """Parameters of three Co-PLMs parties after dacl.coplms.job.Runner's phases: a mutual
+  token-KD pair (slm_llama <-> proxy, 2 steps), the LLM alone (2 steps), and the proxy's
+  parameters sent as a ProxyMessage and placed back. Batches of 6 rows: on (2, 2, 2) (4
+  data-parallel rows) each is padded with 2 zero-weight rows. Also the proxy's wq shard shape."""
+  from dacl.cli import parse_config
+  from dacl.coplms import job
+  from dacl.coplms.protocol import ProxyMessage, Transport, flatten, unflatten_into
+  cfg, _ = parse_config([f"--config={os.path.join(ROOT, 'configs', 'coplms_domains.py')}",
+                         "--workdir=/nonexistent", "--config.coplms.batch_size=6",
+                         "--config.coplms.private_size=12", "--config.coplms.public_per_domain=6"])
+  from dacl.build import build_task
+  tasks = [build_task(t) for t in cfg.coplms.domains]
+  data = job.domain_data(cfg, tasks, 0)
+  mesh = None if mesh_shape is None else parallel.make_mesh(mesh_shape)
+  runner = job.Runner(cfg, data, 0, mesh)
+  cc = cfg.coplms
+  slm = job.build_party("slm_llama", cc.slms[0], 0, 4, cfg.optim, mesh)
+  dpm = job.build_party("dpm_0", cc.dpm, 0, 4, cfg.optim, mesh)
+  llm = job.build_party("llm", cc.llm, 0, 4, cfg.optim, mesh)
+  pair = runner.pair(slm, dpm, lambda i: runner.private_streams[0].batch(i), 2, 0,
+                     alpha_a=1.0, alpha_b=1.0)
+  alone = runner.alone(llm, lambda i: runner.public_stream.batch(i), 2, 0)
+  back = Transport().send("up", ProxyMessage("edge0", 1, flatten(dpm.state.params)))
+  dpm.state = dpm.state._replace(params=runner.place(unflatten_into(dpm.state.params, back.params)))
+  pair2 = runner.pair(slm, dpm, lambda i: runner.private_streams[0].batch(i), 2, 2,
+                      alpha_a=1.0, alpha_b=1.0)   # the placed proxy goes back into a phase
+  wq = leaf(dpm.state.params, SHOWN["wq"])
+  return ({n: flat(p.state.params) for n, p in (("slm", slm), ("dpm", dpm), ("llm", llm))},
+          {"losses": [pair, alone, pair2], "wq_shard": list(wq.addressable_shards[0].data.shape),
+           "rows": int(runner.batches(lambda i: runner.private_streams[0].batch(i), slm.tok, 1,
+                                      0)["tokens"].shape[1]), "dp": runner.dp})
+
+
 def main():
   ref, _ = run(None)
+  co_ref, co_ref_info = coplms_phases(None)
+  co, co_info = coplms_phases((2, 2, 2))
   ada_ref, _ = adaswitch_stage(None)
   ada, ada_rows = adaswitch_stage((2, 2, 2))
   report = {"devices": jax.device_count(), "meshes": {}}
@@ -185,6 +224,11 @@ def main():
                                         flat(nnx.state(src, nnx.Param))))),
       "w_down_spec": str(lw.sharding.spec), "w_down_shard": list(lw.addressable_shards[0].data.shape)}
   report["adaswitch"] = {"rows": ada_rows, "param_diff": float(np.max(np.abs(ada - ada_ref)))}
+  report["coplms"] = {
+      "param_diff": {n: float(np.max(np.abs(co[n] - co_ref[n]))) for n in co},
+      "loss_diff": max(abs(x[k] - y[k]) for x, y in zip(co_info["losses"], co_ref_info["losses"])
+                       for k in x),
+      "wq_shard": co_info["wq_shard"], "rows": co_info["rows"], "dp": co_info["dp"]}
   json.dump(report, sys.stdout)
 
 

@@ -104,6 +104,13 @@ def _coplms_phases_on_a_mesh(report):
   assert r["wq_shard"] == [16, 16], r
 
 
+def _router_features_on_a_mesh(report):
+  """The router baseline's features from a sampler on (2, 2, 2): 5 prompts (padded to 8 rows on
+  the mesh, sliced back) give one device's features."""
+  r = report["router"]
+  assert r["shape"] == [5, 128] and r["feat_diff"] < 1e-5, r
+
+
 def test_sharding_on_8_emulated_devices():
   """One test, so the 8-device process runs once (a module fixture ran once per xdist worker)."""
   report = _report()
@@ -115,3 +122,4 @@ def test_sharding_on_8_emulated_devices():
   _activations_keep_their_layout(report)
   _adaswitch_stage_on_a_mesh(report)
   _coplms_phases_on_a_mesh(report)
+  _router_features_on_a_mesh(report)

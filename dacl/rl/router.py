@@ -21,15 +21,22 @@ def _pooled(graphdef, state, tokens, mask):
 
 
 def prompt_features(sampler, prompts, format_prompt) -> np.ndarray:
+  """[N, d_model] mean-pooled final hidden states of the formatted prompts, computed where the
+  sampler's parameters live: on its mesh, rows split over ('data', 'fsdp') (padded with empty
+  rows to the data-parallel size) and activations constrained as in training."""
+  from dacl import parallel
   ids = sampler.encode_prompts([format_prompt(p) for p in prompts])
   P = max(len(x) for x in ids)
   P = 1 << (P - 1).bit_length()
-  toks = np.zeros((len(ids), P), np.int32)
-  mask = np.zeros((len(ids), P), bool)
+  n = len(ids)
+  rows = n if sampler.mesh is None else n + (-n % parallel.data_parallel_size(sampler.mesh))
+  toks = np.zeros((rows, P), np.int32)
+  mask = np.zeros((rows, P), bool)
   for i, x in enumerate(ids):
     toks[i, P - len(x):], mask[i, P - len(x):] = x, True
-  from dacl.parallel import to_host   # gathered when a multi-process run shards the output
-  return to_host(_pooled(sampler.graphdef, sampler.state, jnp.asarray(toks), jnp.asarray(mask)))
+  with parallel.activation_mesh(sampler.mesh):
+    out = _pooled(sampler.graphdef, sampler.state, sampler._put(toks), sampler._put(mask))
+  return parallel.to_host(out)[:n]   # gathered when a multi-process run shards the output
 
 
 class Router:

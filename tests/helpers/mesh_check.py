@@ -7,7 +7,7 @@ against the same computations on one device; the per-device shard shapes of a fe
 the jit cache sizes after the steps (one compile per step function); and an Orbax checkpoint
 saved on the first mesh and restored onto (2, 2, 2); AdaSwitch's SFT stage (`fit` over trajectory
 batches whose rows are padded to the data-parallel size) on (2, 2, 2) against one device;
-Co-PLMs' phases (an SLM <-> proxy token-KD pair scan, the LLM's CE scan, a proxy's parameters
+the router baseline's prompt features from a sampler on (2, 2, 2); Co-PLMs' phases (an SLM <-> proxy token-KD pair scan, the LLM's CE scan, a proxy's parameters
 through the wire and back) on (2, 2, 2) against one device.
 """
 import json
@@ -172,8 +172,21 @@ def coplms_phases(mesh_shape):
                                       0)["tokens"].shape[1]), "dp": runner.dp})
 
 
+def router_features(mesh_shape):
+  """The router baseline's prompt features (5 prompts: 3 padding rows on (2, 2, 2)) from a
+  sampler on the mesh."""
+  from dacl.rl.router import prompt_features
+  model = create_model(get_preset("tiny"), seed=4)
+  mesh = None if mesh_shape is None else parallel.make_mesh(mesh_shape)
+  if mesh is not None:
+    nnx.update(model, parallel.place(nnx.state(model), mesh))
+  s = Sampler(model, ByteTokenizer(), max_cache_len=64, mesh=mesh)
+  return prompt_features(s, ["1+2=", "34*5=", "7-80=", "x", "12+345*6="], lambda p: p)
+
+
 def main():
   ref, _ = run(None)
+  feats_ref, feats = router_features(None), router_features((2, 2, 2))
   co_ref, co_ref_info = coplms_phases(None)
   co, co_info = coplms_phases((2, 2, 2))
   ada_ref, _ = adaswitch_stage(None)
@@ -224,6 +237,8 @@ def main():
                                         flat(nnx.state(src, nnx.Param))))),
       "w_down_spec": str(lw.sharding.spec), "w_down_shard": list(lw.addressable_shards[0].data.shape)}
   report["adaswitch"] = {"rows": ada_rows, "param_diff": float(np.max(np.abs(ada - ada_ref)))}
+  report["router"] = {"shape": list(feats.shape),
+                      "feat_diff": float(np.max(np.abs(feats - feats_ref)))}
   report["coplms"] = {
       "param_diff": {n: float(np.max(np.abs(co[n] - co_ref[n]))) for n in co},
       "loss_diff": max(abs(x[k] - y[k]) for x, y in zip(co_info["losses"], co_ref_info["losses"])

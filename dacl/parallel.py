@@ -160,11 +160,12 @@ def data_parallel_size(mesh: Mesh) -> int:
 
 
 def cache_shardings(n_kv_heads: int, mesh: Mesh) -> tuple:
-  """(keys/values [B, S, K, D], mask [B, S]) shardings of a KV cache: rows over ('data', 'fsdp')
-  like every batch, KV heads over 'tensor' where it divides them (like wk/wv's output heads)."""
+  """(keys [B, K, D, S] and values [B, K, S, D], mask [B, S]) shardings of a KV cache: rows over
+  ('data', 'fsdp') like every batch, KV heads over 'tensor' where it divides them (like wk/wv's
+  output heads)."""
   t = mesh.shape["tensor"]
   kv = "tensor" if t > 1 and n_kv_heads % t == 0 else None
-  return (NamedSharding(mesh, P(("data", "fsdp"), None, kv, None)),
+  return (NamedSharding(mesh, P(("data", "fsdp"), kv, None, None)),
           NamedSharding(mesh, P(("data", "fsdp"), None)))
 
 

@@ -51,12 +51,12 @@ def _parameters_are_sharded(report):
     assert got == want, shape
 
 
-# the KV cache of 8 prompts x 2 samples, 32 slots: [rows, slots, kv heads, head_dim] per device
+# the key cache of 8 prompts x 2 samples, 32 slots: [rows, kv heads, head_dim, slots] per device
 # (JAX prints the specs without size-1 mesh axes and trailing Nones)
-CACHE = {"(8, 1, 1)": [[2, 32, 2, 32], "P('data',)"],
-         "(2, 4, 1)": [[2, 32, 2, 32], "P(('data', 'fsdp'),)"],
-         "(2, 2, 2)": [[4, 32, 1, 32], "P(('data', 'fsdp'), None, 'tensor')"],
-         "(1, 1, 8)": [[16, 32, 2, 32], "P()"]}
+CACHE = {"(8, 1, 1)": [[2, 2, 32, 32], "P('data',)"],
+         "(2, 4, 1)": [[2, 2, 32, 32], "P(('data', 'fsdp'),)"],
+         "(2, 2, 2)": [[4, 1, 32, 32], "P(('data', 'fsdp'), 'tensor')"],
+         "(1, 1, 8)": [[16, 2, 32, 32], "P()"]}
 
 
 def _kv_cache_is_split_by_rows_and_kv_heads(report):

@@ -23,9 +23,12 @@ from dacl.parallel import constrain, gather_fsdp
 class KVCache(NamedTuple):
   """Static-size key/value cache.
 
-  k, v: tuples of L arrays [B, S, K, D] in the compute dtype (one per layer, so each layer's
-  update is an in-place dynamic_update_slice in the decode loop; a stacked [L, ...] array was
-  rewritten whole every step).
+  k: tuple of L arrays [B, K, D, S] (keys stored transposed), v: tuple of L arrays [B, K, S, D],
+  in the compute dtype. One array per layer, so each layer's update is an in-place
+  dynamic_update_slice in the decode loop (a stacked [L, ...] array was rewritten whole every
+  step). The layouts are the two attention matmuls' own (q.k contracts D, w.v contracts S, both
+  batched over B and K), so reading the cache needs no transpose: with [B, S, K, D] for both,
+  XLA CPU re-laid out the whole cache of every layer on every decode step (BUILD_NOTES.md).
   mask: [B, S] bool, True where a slot holds a real (non-padding) token.
   index: [] int32, the next slot to write, shared by all rows (prompts are left-padded); or
     [B] int32, one per row (the serving engine's slots, which start and stop independently).
@@ -37,19 +40,21 @@ class KVCache(NamedTuple):
 
 
 def init_cache(cfg: ModelConfig, batch: int, size: int) -> KVCache:
-  shape = (batch, size, cfg.n_kv_heads, cfg.head_dim)
-  dt = as_dtype(cfg.dtype)
-  zeros = lambda: tuple(jnp.zeros(shape, dt) for _ in range(cfg.n_layers))
-  return KVCache(zeros(), zeros(), jnp.zeros((batch, size), bool), jnp.zeros((), jnp.int32))
+  K, D, dt = cfg.n_kv_heads, cfg.head_dim, as_dtype(cfg.dtype)
+  zeros = lambda shape: tuple(jnp.zeros(shape, dt) for _ in range(cfg.n_layers))
+  return KVCache(zeros((batch, K, D, size)), zeros((batch, K, size, D)),
+                 jnp.zeros((batch, size), bool), jnp.zeros((), jnp.int32))
 
 
-def _write_cache(c, x, index):
-  """Write x [B, T, ...] into c [B, S, ...] at slot `index` ([] shared, or [B] per row)."""
+def _write_cache(c, x, index, axis: int = 1):
+  """Write x into c at slot `index` of c's slot axis `axis` (x has the same rank, T slots
+  there); index [] is shared by all rows, [B] is one per row."""
   x = x.astype(c.dtype)
-  zeros = (0,) * (c.ndim - 2)
   if index.ndim == 0:
-    return jax.lax.dynamic_update_slice(c, x, (0, index, *zeros))
-  return jax.vmap(lambda ci, xi, i: jax.lax.dynamic_update_slice(ci, xi, (i, *zeros)))(c, x, index)
+    return jax.lax.dynamic_update_slice(c, x, tuple(index if a == axis else 0 for a in range(c.ndim)))
+  row = lambda ci, xi, i: jax.lax.dynamic_update_slice(
+      ci, xi, tuple(i if a == axis - 1 else 0 for a in range(c.ndim - 1)))
+  return jax.vmap(row)(c, x, index)
 
 
 def rms_norm(x, w, eps):
@@ -159,8 +164,8 @@ class Block(nnx.Module):
     _weight(self, "w_down", rngs, (F, Dm), ("mlp", "embed"), pd, out_std, 1)
 
   def __call__(self, x, positions, inv_freq, attn_ok, kc=None, vc=None, index=None, kv_len=None):
-    """x [B,T,d] -> (x, kc, vc). kc/vc [B,S,K,D] are this layer's cache (None: no cache);
-    attention reads its first kv_len slots only (None: all S)."""
+    """x [B,T,d] -> (x, kc, vc). kc [B,K,D,S] / vc [B,K,S,D] are this layer's cache (None: no
+    cache); attention reads its first kv_len slots only (None: all S)."""
     cfg = self.cfg
     dt = as_dtype(cfg.dtype)
     B, T, _ = x.shape
@@ -181,10 +186,13 @@ class Block(nnx.Module):
       k = rms_norm(k, self.k_norm[...], cfg.norm_eps)
     q = apply_rope(q, positions, inv_freq)
     k = apply_rope(k, positions, inv_freq)
-    if kc is not None:
-      kc, vc = _write_cache(kc, k, index), _write_cache(vc, v, index)
-      k, v = (kc, vc) if kv_len is None else (kc[:, :kv_len], vc[:, :kv_len])
-    out = _gqa_attention(q, k, v, attn_ok, cfg)
+    if kc is None:
+      out = _gqa_attention(q, k, v, attn_ok, cfg)
+    else:
+      kc = _write_cache(kc, k.transpose(0, 2, 3, 1), index, axis=3)   # [B, K, D, T] at slot index
+      vc = _write_cache(vc, v.transpose(0, 2, 1, 3), index, axis=2)   # [B, K, T, D]
+      kt, vv = (kc, vc) if kv_len is None else (kc[..., :kv_len], vc[:, :, :kv_len])
+      out = _cached_attention(q, kt, vv, attn_ok, cfg)
     x = x + _matmul(self, out.reshape(B, T, -1), "wo")
     h = rms_norm(x, self.mlp_norm[...], cfg.norm_eps)
     g = constrain(jax.nn.silu(_matmul(self, h, "w_gate")) * _matmul(self, h, "w_up"),
@@ -327,6 +335,36 @@ def _gqa_attention(q, k, v, attn_ok, cfg: ModelConfig):
   w = jnp.where(attn_ok.any(-1, keepdims=True), w, 0.0)
   o = jnp.einsum("bkgts,bskd->btkgd", w.astype(v.dtype), v)
   return o.reshape(B, T, H, D)
+
+
+def _cached_attention(q, kt, v, attn_ok, cfg: ModelConfig):
+  """q [B,T,H,D], kt [B,K,D,S] (keys transposed), v [B,K,S,D], attn_ok [B,1,1,T,S] ->
+  [B,T,H,D]: `_gqa_attention` over the cache's layouts. Softmax in float32.
+
+  Both matmuls are dot_generals batched over (B, K) with the cache as the right-hand operand,
+  contracting its second-to-last axis: the plain GEMM layout XLA CPU hands to XNNPACK. (As
+  einsums, XLA put the value cache on the left, contracting its S axis, and ran them as slower
+  generic dots.) For one row and one query they are product-sums instead: XLA CPU drops the
+  dots' size-1 batch axis and duplicates the cache write into a second fusion for it, copying
+  the layer's cache on every step; a product-sum reads it in place and costs nothing there."""
+  B, T, H, D = q.shape
+  K = cfg.n_kv_heads
+  G = H // K
+  qm = q.reshape(B, T, K, G, D).transpose(0, 2, 3, 1, 4).reshape(B, K, G * T, D)
+  batch = ((0, 1), (0, 1))
+  if B * T == 1:
+    s = jnp.sum(qm[..., None].astype(jnp.float32) * kt[:, :, None].astype(jnp.float32), axis=3)
+  else:
+    s = jax.lax.dot_general(qm, kt, (((3,), (2,)), batch), preferred_element_type=jnp.float32)
+  s = s.reshape(B, K, G, T, -1) / math.sqrt(D)                      # [B, K, G, T, S]
+  s = jnp.where(attn_ok, s, jnp.finfo(jnp.float32).min)
+  w = jax.nn.softmax(s, axis=-1)
+  w = jnp.where(attn_ok.any(-1, keepdims=True), w, 0.0).reshape(B, K, G * T, -1).astype(v.dtype)
+  if B * T == 1:
+    o = jnp.sum(w[..., None] * v[:, :, None], axis=3)
+  else:
+    o = jax.lax.dot_general(w, v, (((3,), (2,)), batch))
+  return o.reshape(B, K, G, T, D).transpose(0, 3, 1, 2, 4).reshape(B, T, H, D)
 
 
 def forward(graphdef, state, tokens, positions=None, mask=None, cache=None, segment_ids=None):

@@ -60,6 +60,30 @@ def test_padding_tokens_do_not_change_real_logits():
   np.testing.assert_allclose(np.asarray(jnp.concatenate([l1, l2], 1)), np.asarray(ref), atol=1e-5)
 
 
+@pytest.mark.parametrize("dtype,atol", [("float32", 1e-5), ("bfloat16", 0.02)])
+def test_token_by_token_through_the_cache_equals_one_pass(dtype, atol):
+  """The cached attention (keys [B,K,D,S], values [B,K,S,D]; product-sums at one row, dots
+  otherwise) against the uncached forward: one row and three rows, a shared write index and a
+  per-row one (the serving engine's, with attention over the first kv_len slots)."""
+  m = create_model(get_preset("tiny", n_layers=2, init_std=0.3, dtype=dtype), seed=0)
+  toks = jnp.asarray(np.random.default_rng(0).integers(3, 200, (3, 6)), jnp.int32)
+  step = jax.jit(lambda t, p, c, kv_len=None: m(t, p, None, c, kv_len=kv_len),
+                 static_argnames="kv_len")
+  for rows in (1, 3):
+    ref = np.asarray(m(toks[:rows])[0], np.float32)
+    for per_row in (False, True):
+      c = init_cache(m.cfg, rows, 16)
+      if per_row:
+        c = c._replace(index=jnp.zeros((rows,), jnp.int32))
+      got = []
+      for i in range(6):
+        lg, c = step(toks[:rows, i:i + 1], jnp.full((rows, 1), i, jnp.int32), c,
+                     kv_len=8 if per_row else None)
+        got.append(np.asarray(lg, np.float32))
+      np.testing.assert_allclose(np.concatenate(got, 1), ref, atol=atol * max(1.0, np.abs(ref).max()),
+                                 err_msg=f"{rows} rows, per-row index {per_row}")
+
+
 SHARD_SCRIPT = r"""
 import os, sys, json
 import jax, jax.numpy as jnp, numpy as np

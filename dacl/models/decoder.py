@@ -359,11 +359,11 @@ def _cached_attention(q, kt, v, attn_ok, cfg: ModelConfig):
   s = s.reshape(B, K, G, T, -1) / math.sqrt(D)                      # [B, K, G, T, S]
   s = jnp.where(attn_ok, s, jnp.finfo(jnp.float32).min)
   w = jax.nn.softmax(s, axis=-1)
-  w = jnp.where(attn_ok.any(-1, keepdims=True), w, 0.0).reshape(B, K, G * T, -1).astype(v.dtype)
-  if B * T == 1:
-    o = jnp.sum(w[..., None] * v[:, :, None], axis=3)
+  w = jnp.where(attn_ok.any(-1, keepdims=True), w, 0.0).reshape(B, K, G * T, -1)
+  if B * T == 1:   # summed in float32 (a bf16 cache too), as the dot accumulates
+    o = jnp.sum(w[..., None] * v[:, :, None].astype(jnp.float32), axis=3).astype(v.dtype)
   else:
-    o = jax.lax.dot_general(w, v, (((3,), (2,)), batch))
+    o = jax.lax.dot_general(w.astype(v.dtype), v, (((3,), (2,)), batch))
   return o.reshape(B, K, G, T, D).transpose(0, 3, 1, 2, 4).reshape(B, T, H, D)
 
 

@@ -323,16 +323,20 @@ def _recompute_bwd(graphdef, res, ct):
 _recompute_in_backward.defvjp(_recompute_fwd, _recompute_bwd)
 
 
+def _attention_weights(s, attn_ok):
+  """Softmax over the keys (last axis) of float32 scores s, where attn_ok. Rows with no valid
+  key at all (padding queries) would average garbage: their weights are zero."""
+  w = jax.nn.softmax(jnp.where(attn_ok, s, jnp.finfo(jnp.float32).min), axis=-1)
+  return jnp.where(attn_ok.any(-1, keepdims=True), w, 0.0)
+
+
 def _gqa_attention(q, k, v, attn_ok, cfg: ModelConfig):
   """q [B,T,H,D], k/v [B,S,K,D], attn_ok [B,1,1,T,S] -> [B,T,H,D]. Softmax in float32."""
   B, T, H, D = q.shape
   G = H // cfg.n_kv_heads
   qg = q.reshape(B, T, cfg.n_kv_heads, G, D)
   s = jnp.einsum("btkgd,bskd->bkgts", qg, k, preferred_element_type=jnp.float32) / math.sqrt(D)
-  s = jnp.where(attn_ok, s, jnp.finfo(jnp.float32).min)
-  w = jax.nn.softmax(s, axis=-1)
-  # Rows with no valid key at all (padding queries) would average garbage; zero them.
-  w = jnp.where(attn_ok.any(-1, keepdims=True), w, 0.0)
+  w = _attention_weights(s, attn_ok)
   o = jnp.einsum("bkgts,bskd->btkgd", w.astype(v.dtype), v)
   return o.reshape(B, T, H, D)
 
@@ -357,9 +361,7 @@ def _cached_attention(q, kt, v, attn_ok, cfg: ModelConfig):
   else:
     s = jax.lax.dot_general(qm, kt, (((3,), (2,)), batch), preferred_element_type=jnp.float32)
   s = s.reshape(B, K, G, T, -1) / math.sqrt(D)                      # [B, K, G, T, S]
-  s = jnp.where(attn_ok, s, jnp.finfo(jnp.float32).min)
-  w = jax.nn.softmax(s, axis=-1)
-  w = jnp.where(attn_ok.any(-1, keepdims=True), w, 0.0).reshape(B, K, G * T, -1)
+  w = _attention_weights(s, attn_ok).reshape(B, K, G * T, -1)
   if B * T == 1:   # summed in float32 (a bf16 cache too), as the dot accumulates
     o = jnp.sum(w[..., None] * v[:, :, None].astype(jnp.float32), axis=3).astype(v.dtype)
   else:

@@ -72,16 +72,16 @@ def _setup_logging():
 
 # config.algorithm -> "module:function" of the job; each takes (config, workdir) and returns the
 # results dict. A new method registers its job here (one line), not an elif in cmd_train.
+# Every job also runs as several jax.distributed processes (launch/local_multiprocess.sh,
+# tpu_pod.sh, gpu_slurm.sbatch): each runs the same host logic on the same data, process 0 alone
+# calls the cloud (dacl/cloud/multihost.py) and writes the run's files, and every decision read
+# off a run file comes from process 0 (dacl.metrics.read_shared).
 JOBS = {
     "sft": "dacl.train.sft_run:run_sft",
     "rl": "dacl.rl.trainer:run_dagrpo",
     "adaswitch": "dacl.adaswitch.job:run_adaswitch",
     "coplms": "dacl.coplms.job:run_coplms",
 }
-# jobs that run as several jax.distributed processes (launch/local_multiprocess.sh, tpu_pod.sh,
-# gpu_slurm.sbatch). DA-GRPO ("rl") calls the cloud from process 0 and broadcasts the answers
-# (dacl/cloud/multihost.py); AdaSwitch and Co-PLMs still decide on the host per process.
-MULTIPROCESS = ("sft", "rl")
 EVALS = {
     "sft": "dacl.train.evaluate_run:run_eval",
     "rl": "dacl.rl.trainer:eval_runs",
@@ -114,9 +114,6 @@ def cmd_train(argv):
   import jax
   if jax.process_index() > 0:   # process 0 logs; the others only their warnings and errors
     logging.getLogger("dacl").setLevel(logging.WARNING)
-  if jax.process_count() > 1 and cfg.algorithm not in MULTIPROCESS:
-    _die(f"algorithm {cfg.algorithm!r} runs in one process (any number of local devices: "
-         f"--config.mesh.shape); multi-process runs support {sorted(MULTIPROCESS)} so far")
   try:
     results = job(cfg, fv.workdir)
   except _user_errors() as e:

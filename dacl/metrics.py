@@ -92,6 +92,37 @@ def write_json_atomic(path: str, obj) -> None:
   os.replace(tmp, path)
 
 
+def read_shared(path: str) -> Optional[bytes]:
+  """The file's bytes as process 0 sees them (None if it does not exist), on every process.
+
+  Run files (stage markers, cached evaluations, trajectories) are written by process 0 alone, so
+  a decision read off one ("is this stage done?") must come from process 0 too: a process
+  checking the file system itself could see it before the write, or after a write the others
+  did not see, and then skip a collective the others enter. One broadcast; the others need not
+  share the file system."""
+  import jax
+  if jax.process_count() == 1:
+    if not os.path.exists(path):
+      return None
+    with open(path, "rb") as f:
+      return f.read()
+  from dacl.parallel import broadcast_bytes
+  data = b""
+  if is_primary():
+    data = b"\0"
+    if os.path.exists(path):
+      with open(path, "rb") as f:
+        data = b"\1" + f.read()
+  got = broadcast_bytes(data, is_primary())
+  return got[1:] if got[:1] == b"\1" else None
+
+
+def read_json_shared(path: str):
+  """`read_shared` parsed as JSON (None if the file does not exist)."""
+  data = read_shared(path)
+  return None if data is None else json.loads(data)
+
+
 def progress(total: int, initial: int = 0, desc: str = "train", disable: bool = False):
   """A tqdm bar (step, steps/s, ETA, postfix metrics) on stderr. Off a terminal (logs, CI) it
   still prints, one line every 10 s (tqdm's own default would switch itself off)."""

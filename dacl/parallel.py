@@ -178,6 +178,26 @@ def to_host(x) -> np.ndarray:
   return np.asarray(multihost_utils.process_allgather(x, tiled=True))
 
 
+def _pow2_at_least(n: int, minimum: int = 1024) -> int:
+  b = minimum
+  while b < n:
+    b *= 2
+  return b
+
+
+def broadcast_bytes(data: bytes, is_source: bool) -> bytes:
+  """`data` of the source process, on every process (a collective: all processes call it).
+  Padded to a power-of-two length, so a run compiles a handful of broadcast shapes."""
+  from jax.experimental import multihost_utils
+  n = int(multihost_utils.broadcast_one_to_all(np.array(len(data) if is_source else 0, np.int32),
+                                               is_source=is_source))
+  buf = np.zeros(_pow2_at_least(n), np.uint8)
+  if is_source:
+    buf[:n] = np.frombuffer(data, np.uint8)
+  buf = np.asarray(multihost_utils.broadcast_one_to_all(buf, is_source=is_source))
+  return buf[:n].tobytes()
+
+
 def shard_batch(batch: dict, mesh: Mesh, batch_axis: int = 0) -> dict:
   """Place a host batch of numpy arrays on the mesh, split along batch_axis."""
   n = data_parallel_size(mesh)

@@ -35,7 +35,25 @@ if [ "$DRY" -eq 1 ]; then
   exit 0
 fi
 pids=()
-trap 'kill "${pids[@]}" 2>/dev/null || true' EXIT
+# Stop every process: SIGTERM, then SIGKILL after 5 s. jax.distributed catches SIGTERM as a
+# preemption notice, so a process that is not blocked in a collective may carry on after it.
+any_alive() {   # a process still running (an exited child stays a zombie until waited for)
+  local p s
+  for p in "${pids[@]}"; do
+    s=$(ps -o stat= -p "$p" 2>/dev/null) || continue
+    case "$s" in Z*) ;; *) return 0 ;; esac
+  done
+  return 1
+}
+stop_all() {
+  kill "${pids[@]}" 2>/dev/null || true
+  for _ in $(seq 10); do
+    any_alive || return 0
+    sleep 0.5
+  done
+  kill -KILL "${pids[@]}" 2>/dev/null || true
+}
+trap stop_all EXIT
 for ((i = 0; i < NPROC; i++)); do
   DACL_COORDINATOR=127.0.0.1:$PORT DACL_NUM_PROCESSES=$NPROC DACL_PROCESS_ID=$i \
     $DACL train --config="$CONFIG" --workdir="$WORKDIR" "$@" &
@@ -47,7 +65,7 @@ status=0
 for ((i = 0; i < NPROC; i++)); do
   rc=0; wait -n || rc=$?
   if [ "$rc" -ne 0 ] && [ "$status" -eq 0 ]; then
-    status=$rc; kill "${pids[@]}" 2>/dev/null || true
+    status=$rc; stop_all
   fi
 done
 trap - EXIT

@@ -1,5 +1,6 @@
 """AdaSwitch end to end (shortened): the three stages and the evaluation write results.json in the
-issue's schema; a run SIGKILLed during stage 3 and rerun resumes and equals an uninterrupted one;
+issue's schema; the same run as 2 processes, one SIGKILLed during stage 3, relaunched, resumes and
+equals the uninterrupted one-process run;
 `dacl eval` and `dacl report` work on the run directory."""
 import json
 import os
@@ -9,6 +10,7 @@ import sys
 import time
 
 import pytest
+from test_multiprocess import free_port, launch_env, pid_of
 from test_readme_commands import readme_train_argv
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -57,26 +59,38 @@ def test_adaswitch_job_schema_resume_eval_report(tmp_path):
   assert (ref / "plots" / "adaswitch_tradeoff.png").exists()
   assert "adaswitch" in r.stdout and "threshold sweep" in r.stdout
 
-  # SIGKILL during stage 3 (after its first checkpoint), then rerun: equal to uninterrupted
-  p = subprocess.Popen(_cmd("train", f"--config={CFG}", f"--workdir={cut}", *SHORT), cwd=ROOT,
-                       env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+  # The same run as 2 jax.distributed processes (launch/local_multiprocess.sh), one of them
+  # SIGKILLed during stage 3 (after its first checkpoint), then relaunched: equal to the
+  # uninterrupted one-process run, cloud usage included (saved with each finished stage); process
+  # 0 alone wrote the run's files, and every process read stage 2 back through it.
+  launch = ["bash", os.path.join(ROOT, "launch", "local_multiprocess.sh"), "--nproc", "2",
+            "--port", str(free_port()), CFG, str(cut), *SHORT]
+  p = subprocess.Popen(launch, cwd=ROOT, env=launch_env(), stdout=subprocess.DEVNULL,
+                       stderr=subprocess.DEVNULL)
   ck = cut / "runs" / "s0" / "stage3" / "checkpoints"
-  deadline = time.time() + 600
-  while time.time() < deadline and not (ck / "4" / "commit_success.txt").exists():
+  deadline = time.time() + 900
+  while time.time() < deadline and p.poll() is None and not (ck / "4" / "commit_success.txt").exists():
     time.sleep(0.05)
-  p.send_signal(signal.SIGKILL)
-  p.wait()
+  assert p.poll() is None
+  os.kill(pid_of(1, cut), signal.SIGKILL)
+  assert p.wait(timeout=120) != 0                 # the launcher stopped process 0 too
   assert not (cut / "results.json").exists() and (cut / "runs" / "s0" / "stage2" / "trajectories.jsonl").exists()
   stage2 = (cut / "runs" / "s0" / "stage2" / "trajectories.jsonl").stat().st_mtime
-  r = subprocess.run(_cmd("train", f"--config={CFG}", f"--workdir={cut}", *SHORT), cwd=ROOT,
-                     env=_env(), capture_output=True, text=True, timeout=900)
+  r = subprocess.run(launch, cwd=ROOT, env=launch_env(), capture_output=True, text=True, timeout=900)
   assert r.returncode == 0, r.stderr[-3000:]
+  assert r.stdout.count("results:") == 1            # one report, from process 0
   assert (cut / "runs" / "s0" / "stage2" / "trajectories.jsonl").stat().st_mtime == stage2   # not redone
   res2 = json.load(open(cut / "results.json"))
   strip = lambda m: {k: v for k, v in m.items() if k != "wall_s"}
   for mode in res["modes"]:
     assert strip(res2["per_seed"][0]["modes"][mode]) == strip(seed["modes"][mode]), mode
   assert res2["threshold_sweep"] == res["threshold_sweep"]
+  assert res2["per_seed"][0]["stage2"] == {**seed["stage2"], "wall_s": res2["per_seed"][0]["stage2"]["wall_s"]}
+  assert res2["per_seed"][0]["cloud_usage"] == seed["cloud_usage"]
+  # a rerun of the finished run reads every stage and evaluation back and changes nothing
+  r = subprocess.run(launch, cwd=ROOT, env=launch_env(), capture_output=True, text=True, timeout=900)
+  assert r.returncode == 0, r.stderr[-3000:]
+  assert json.load(open(cut / "results.json")) == res2
 
   r = subprocess.run(_cmd("eval", f"--config={CFG}", f"--workdir={ref}", *SHORT), cwd=ROOT,
                      env=_env(), capture_output=True, text=True, timeout=900)

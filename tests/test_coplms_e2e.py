@@ -1,6 +1,7 @@
 """Co-PLMs end to end (shortened): every method on one code path with results.json in the issue's
-schema; only proxy parameters cross the edge-cloud boundary and no raw example does; a run
-SIGKILLed after its first round resumes and equals an uninterrupted one."""
+schema; only proxy parameters cross the edge-cloud boundary and no raw example does; the same run
+as 2 processes, one SIGKILLed after the first round, relaunched, resumes and equals the
+uninterrupted one-process run."""
 import json
 import os
 import signal
@@ -9,6 +10,7 @@ import sys
 import time
 
 import pytest
+from test_multiprocess import free_port, launch_env, pid_of
 from test_readme_commands import readme_train_argv
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -45,22 +47,33 @@ def test_all_methods_schema_and_resume(tmp_path):
   assert all(set(x["wall_s"]) == {"edge", "cloud", "eval"} for x in res["rounds"])
   assert (ref / "plots" / "coplms_rounds.png").exists() and "Co-PLMs" in r.stdout
 
-  p = subprocess.Popen([sys.executable, "-m", "dacl.cli", "train", f"--config={CFG}",
-                        f"--workdir={cut}", *SHORT, "--config.coplms.methods=('coplms',)"],
-                       cwd=ROOT, env={**os.environ, "JAX_PLATFORMS": "cpu"},
-                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+  # Co-PLMs alone as 2 jax.distributed processes (launch/local_multiprocess.sh), one SIGKILLed
+  # after the first round's checkpoint, then relaunched: it resumes and equals the one-process
+  # run (the proxies cross through process-gathered parameters, dacl/coplms/protocol.py)
+  launch = ["bash", os.path.join(ROOT, "launch", "local_multiprocess.sh"), "--nproc", "2",
+            "--port", str(free_port()), CFG, str(cut), *SHORT, "--config.coplms.methods=('coplms',)"]
+  p = subprocess.Popen(launch, cwd=ROOT, env=launch_env(), stdout=subprocess.DEVNULL,
+                       stderr=subprocess.DEVNULL)
   ck = cut / "runs" / "coplms_s0" / "checkpoints"
   deadline = time.time() + 900
-  while time.time() < deadline and not (ck / "1" / "commit_success.txt").exists():
+  while time.time() < deadline and p.poll() is None and not (ck / "1" / "commit_success.txt").exists():
     time.sleep(0.05)
-  p.send_signal(signal.SIGKILL)
-  p.wait()
+  assert p.poll() is None
+  os.kill(pid_of(1, cut), signal.SIGKILL)
+  assert p.wait(timeout=120) != 0                 # the launcher stopped process 0 too
   assert not (cut / "results.json").exists() and (ck / "1").exists()
-  r = _run("train", f"--config={CFG}", f"--workdir={cut}", *SHORT, "--config.coplms.methods=('coplms',)")
+  r = subprocess.run(launch, cwd=ROOT, env=launch_env(), capture_output=True, text=True, timeout=1200)
   assert r.returncode == 0, r.stderr[-3000:]
+  assert "resumed" in r.stderr and r.stdout.count("results:") == 1
   res2 = json.load(open(cut / "results.json"))
   assert res2["final"] == res["final"]
   assert [x["bytes"] for x in res2["rounds"]] == [x["bytes"] for x in res["rounds"]]
+  losses = lambda wd: [{k: v for k, v in x.items() if k.startswith("loss")}
+                       for x in map(json.loads, open(wd / "runs" / "coplms_s0" / "metrics.jsonl"))]
+  a, b = losses(ref), losses(cut)
+  assert len(a) == len(b) == 2                    # written once, by process 0
+  for x, y in zip(a, b):
+    assert y == pytest.approx(x, abs=1e-5)
 
 
 def test_only_proxy_parameters_cross_and_no_raw_example_does(tmp_path):

@@ -16,12 +16,12 @@ SMALL = ["--config.train.eval_every=0", "--config.eval.num_examples=16",
          "--config.train.log_every=1", "--config.train.save_every=2", "--config.train.batch_size=16"]
 
 
-def _env():
+def launch_env():
   return {**os.environ, "JAX_PLATFORMS": "cpu", "DACL": f"{sys.executable} -m dacl.cli",
           "PYTHONPATH": ROOT}
 
 
-def _port():
+def free_port():
   with socket.socket() as s:
     s.bind(("127.0.0.1", 0))
     return s.getsockname()[1]
@@ -29,14 +29,14 @@ def _port():
 
 def _two_processes(wd, *args):
   return subprocess.run(["bash", os.path.join(ROOT, "launch", "local_multiprocess.sh"), "--nproc",
-                         "2", "--port", str(_port()), CFG, str(wd), *SMALL, *args],
-                        capture_output=True, text=True, env=_env(), cwd=ROOT, timeout=600)
+                         "2", "--port", str(free_port()), CFG, str(wd), *SMALL, *args],
+                        capture_output=True, text=True, env=launch_env(), cwd=ROOT, timeout=600)
 
 
 def _one_process(wd, *args):
   return subprocess.run([sys.executable, "-m", "dacl.cli", "train", f"--config={CFG}",
                          f"--workdir={wd}", *SMALL, *args], capture_output=True, text=True,
-                        env=_env(), cwd=ROOT, timeout=600)
+                        env=launch_env(), cwd=ROOT, timeout=600)
 
 
 def _losses(wd):
@@ -67,14 +67,6 @@ def test_two_processes_match_one_and_resume(tmp_path):
   assert json.load(open(two / "results.json"))["steps"] == 6
 
 
-def test_single_process_jobs_refuse_multiprocess(tmp_path):
-  r = subprocess.run(["bash", os.path.join(ROOT, "launch", "local_multiprocess.sh"), "--nproc",
-                      "2", "--port", str(_port()), os.path.join(ROOT, "configs", "adaswitch_arith.py"),
-                      str(tmp_path)], capture_output=True, text=True, env=_env(), cwd=ROOT,
-                     timeout=300)
-  assert r.returncode == 2 and "multi-process runs support ['rl', 'sft']" in r.stderr
-
-
 # the main job's config on its earlier stream (add2 -> mul -> mixed3): the same code path as the
 # default add3 -> mul4 -> mixed4, with rows of 40 tokens instead of 56
 DAGRPO = os.path.join(ROOT, "configs", "dagrpo_stream.py") + ":scratch"
@@ -89,7 +81,7 @@ DAGRPO_SMALL = ["--config.warmstart.steps=20", "--config.warmstart.examples_per_
                 "--config.cloud.read_timeout_s=60.0", "--config.stream.space_draws=200"]
 
 
-def _pid_of(process_id: int, workdir) -> int:
+def pid_of(process_id: int, workdir) -> int:
   """The pid of one `dacl train` process of a local multi-process run (by its environment)."""
   for d in os.listdir("/proc"):
     if not d.isdigit():
@@ -119,16 +111,16 @@ def test_dagrpo_two_processes_call_the_cloud_once_match_one_and_resume_after_sig
   one, two = tmp_path / "one", tmp_path / "two"
   args = [*DAGRPO_SMALL, f"--config.cloud.base_url={proxy.base_url}"]
   launch = ["bash", os.path.join(ROOT, "launch", "local_multiprocess.sh"), "--nproc", "2",
-            "--port", str(_port()), DAGRPO, str(two), *args]
+            "--port", str(free_port()), DAGRPO, str(two), *args]
   try:
     r = subprocess.run([sys.executable, "-m", "dacl.cli", "train", f"--config={DAGRPO}",
-                        f"--workdir={one}", *args], capture_output=True, text=True, env=_env(),
+                        f"--workdir={one}", *args], capture_output=True, text=True, env=launch_env(),
                        cwd=ROOT, timeout=600)
     assert r.returncode == 0, r.stderr[-3000:]
     calls_one = proxy.counts["forwarded"]
     assert calls_one > 0
     p = subprocess.Popen(launch, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                         env=_env(), cwd=ROOT)
+                         env=launch_env(), cwd=ROOT)
     ck = two / "runs" / "dagrpo_s0" / "checkpoints"
     deadline = time.time() + 500
     while time.time() < deadline and p.poll() is None and not (ck.exists() and "2" in os.listdir(ck)):
@@ -137,11 +129,11 @@ def test_dagrpo_two_processes_call_the_cloud_once_match_one_and_resume_after_sig
     proxy.set_schedule(["stall"] * 10000)    # hold new requests; answers upstream land first
     while proxy.inflight:
       time.sleep(0.02)
-    os.kill(_pid_of(1, two), signal.SIGKILL)
+    os.kill(pid_of(1, two), signal.SIGKILL)
     out = p.communicate(timeout=120)[0]
     assert p.returncode != 0, out[-2000:]      # the launcher stopped process 0 too
     proxy.set_schedule([])
-    r = subprocess.run(launch, capture_output=True, text=True, env=_env(), cwd=ROOT, timeout=600)
+    r = subprocess.run(launch, capture_output=True, text=True, env=launch_env(), cwd=ROOT, timeout=600)
     assert r.returncode == 0, r.stderr[-3000:]
   finally:
     proxy.close()

@@ -12,7 +12,6 @@ holds the mean over seeds with `_std` (ddof = 1) and every seed's figures.
 """
 from __future__ import annotations
 
-import json
 import logging
 import os
 import time
@@ -31,7 +30,7 @@ from dacl.cloud.config import bridge_from_config, describe as describe_cloud
 from dacl.continual.metrics import auroc, mean_std
 from dacl.continual.stream import data_report, eval_data_seed
 from dacl.data.splits import derive_seed
-from dacl.metrics import write_json_atomic
+from dacl.metrics import read_json_shared, write_json_atomic
 from dacl.sampling import Sampler
 from dacl.train.sft import BatchStream, fit, init_train_state, make_optimizer
 
@@ -167,20 +166,20 @@ def reflection_quality(rows, switch_budget: float = 1.0) -> dict:
   return out
 
 
-def _evaluate(name, fn, eval_dir, key=None):
+def _evaluate(name, fn, eval_dir, key=None, before_write=None):
   """Cached per setting: a rerun (or a resumed run) reuses finished evaluations whose `key` (e.g.
-  the threshold they ran at) is unchanged."""
+  the threshold they ran at) is unchanged. before_write(): called before a result is written."""
   path = os.path.join(eval_dir, f"{name}.json")
-  if os.path.exists(path):
-    with open(path) as f:
-      out = json.load(f)
-    if out.get("key") == key:
-      return out
+  out = read_json_shared(path)
+  if out is not None and out.get("key") == key:
+    return out
   t = time.perf_counter()
   out = fn()
   out["wall_s"] = round(time.perf_counter() - t, 2)
   if key is not None:
     out["key"] = key
+  if before_write is not None:
+    before_write()
   write_json_atomic(path, out)
   log.info("eval %s: accuracy %.3f, cloud tokens %d", name, out["accuracy"], out["cloud_tokens"])
   return out
@@ -234,12 +233,22 @@ def run_seed(config, run_dir: str, seed: int, workdir: str) -> dict:
                     min_bucket=int(config.adaswitch.min_bucket),
                     min_rows=int(config.adaswitch.min_rows), mesh=mesh)
   bridge = bridge_from_config(config.cloud, workdir)
+  # the bridge's counters, saved before each finished stage or evaluation is written (a crash
+  # in between counts the calls it repeats, as they are paid twice), so a resumed run reports
+  # the whole run's cloud usage, not only its own
+  usage_path = os.path.join(run_dir, "cloud_usage.json")
+  saved = read_json_shared(usage_path)
+  if saved is not None:
+    bridge.import_state(saved)
+  save_usage = lambda: write_json_atomic(
+      usage_path, {k: v for k, v in bridge.export_state().items() if k != "cache"})
 
   # -- stage 2: collaborative examination -----------------------------------------------------
   s2dir = os.path.join(run_dir, "stage2")
   os.makedirs(s2dir, exist_ok=True)
   tpath = os.path.join(s2dir, "trajectories.jsonl")
-  if not os.path.exists(tpath):
+  traj = trn.read_jsonl_shared(tpath)   # every decision on run files: process 0's view
+  if traj is None:
     t0 = time.perf_counter()
     rows = run_mode(sampler, tok, config, bridge, pool2, "oracle", seed, chat,
                     temperature=float(s2.temperature))
@@ -253,11 +262,12 @@ def run_seed(config, run_dir: str, seed: int, workdir: str) -> dict:
              "local_step_accuracy": 1 - n_wrong / max(1, n_steps),
              "cloud_calls": int(sum(r.cloud_calls for r in rows)),
              "wall_s": round(time.perf_counter() - t0, 1)}
+    save_usage()
     write_json_atomic(os.path.join(s2dir, "stats.json"), stats)
     trn.write_jsonl(tpath, out)   # written last: its presence marks the stage done
-  with open(os.path.join(s2dir, "stats.json")) as f:
-    stats2 = json.load(f)
-  exam = [r for r in trn.read_jsonl(tpath) if not r["failed"]]
+    traj = out
+  stats2 = read_json_shared(os.path.join(s2dir, "stats.json"))
+  exam = [r for r in traj if not r["failed"]]
 
   # -- stage 3: reflective learning -------------------------------------------------------------
   items3 = [trn.trajectory_tokens(tok, eng.question_text(tok, r["prompt"], chat),
@@ -300,11 +310,8 @@ def run_seed(config, run_dir: str, seed: int, workdir: str) -> dict:
   # another budget is redone.
   calib_path = os.path.join(run_dir, "stage3", "calibration.json")
   budget = float(config.adaswitch.switch_budget)
-  stale = True
-  if os.path.exists(calib_path):
-    with open(calib_path) as f:
-      stale = json.load(f).get("switch_budget") != budget
-  if stale:
+  calibration = read_json_shared(calib_path)
+  if calibration is None or calibration.get("switch_budget") != budget:
     cal = []
     for k, t in enumerate(tasks):
       p, _ = _golden(t, "train", int(config.adaswitch.calib_per_task),
@@ -312,33 +319,34 @@ def run_seed(config, run_dir: str, seed: int, workdir: str) -> dict:
       cal += p
     sampler.update_state(params3)
     rows = run_mode(sampler, tok, config, bridge, cal, "self_reflection", seed, chat, threshold=1.01)
-    write_json_atomic(calib_path, {**reflection_quality(rows, budget), "problems": len(cal)})
-  with open(calib_path) as f:
-    calibration = json.load(f)
+    calibration = {**reflection_quality(rows, budget), "problems": len(cal)}
+    save_usage()
+    write_json_atomic(calib_path, calibration)
   thr = float(config.adaswitch.threshold)
   if thr < 0:
     thr = calibration["threshold"] if calibration["threshold"] is not None else 0.5
+  cached = lambda name, fn, key=None: _evaluate(name, fn, eval_dir, key, save_usage)
   modes = {}
   for mode in MODES:   # local mode also reads P(Yes) without acting on it (uncounted): a probe
-    modes[mode] = _evaluate(mode, lambda: evaluate(params3, mode, threshold=thr,
-                                                   probe=(mode == "local")), eval_dir,
-                            key={"threshold": thr} if mode == "adaswitch" else None)
+    modes[mode] = cached(mode, lambda: evaluate(params3, mode, threshold=thr,
+                                                probe=(mode == "local")),
+                         key={"threshold": thr} if mode == "adaswitch" else None)
   probe = modes["local"]["reflection"]
   sweep = []
   for th in config.adaswitch.thresholds:   # the chosen threshold's run is adaswitch mode itself
-    r = modes["adaswitch"] if float(th) == thr else _evaluate(
-        f"adaswitch_thr{th:g}", lambda: evaluate(params3, "adaswitch", threshold=float(th)), eval_dir)
+    r = modes["adaswitch"] if float(th) == thr else cached(
+        f"adaswitch_thr{th:g}", lambda: evaluate(params3, "adaswitch", threshold=float(th)))
     sweep.append({"threshold": float(th), **{k: r[k] for k in ("accuracy", "cloud_tokens",
                                                               "cloud_calls", "switch_rate", "flops")}})
   rate = modes["adaswitch"]["switch_rate"]
   ablations = {
-      "no_cloud": _evaluate("no_cloud", lambda: evaluate(params3, "resample", threshold=thr),
-                            eval_dir, key={"threshold": thr}),
-      "no_reflection": _evaluate("no_reflection", lambda: evaluate(
-          params3, "random", random_rate=max(rate, 1e-3)), eval_dir, key={"rate": rate}),
-      "no_reflective_learning": _evaluate("no_reflective_learning",
-                                          lambda: evaluate(params1, "adaswitch", threshold=thr),
-                                          eval_dir, key={"threshold": thr})}
+      "no_cloud": cached("no_cloud", lambda: evaluate(params3, "resample", threshold=thr),
+                         key={"threshold": thr}),
+      "no_reflection": cached("no_reflection", lambda: evaluate(
+          params3, "random", random_rate=max(rate, 1e-3)), key={"rate": rate}),
+      "no_reflective_learning": cached("no_reflective_learning",
+                                       lambda: evaluate(params1, "adaswitch", threshold=thr),
+                                       key={"threshold": thr})}
   bridge_stats = bridge.summary()
   bridge.close()
   result = {"seed": seed, "modes": modes, "ablations": ablations, "threshold": thr,

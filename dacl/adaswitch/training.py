@@ -97,7 +97,11 @@ def record_from_json(d: dict) -> st.StepRecord:
 
 
 def write_jsonl(path: str, rows: list) -> None:
+  """Through a temporary file and a rename; process 0 only (read back with `read_jsonl_shared`)."""
   import os
+  from dacl.metrics import is_primary
+  if not is_primary():
+    return
   tmp = path + ".tmp"
   with open(tmp, "w") as f:
     for r in rows:
@@ -105,6 +109,8 @@ def write_jsonl(path: str, rows: list) -> None:
   os.replace(tmp, path)
 
 
-def read_jsonl(path: str) -> list:
-  with open(path) as f:
-    return [json.loads(l) for l in f if l.strip()]
+def read_jsonl_shared(path: str):
+  """The rows of a JSON-lines file as process 0 reads it, on every process; None if missing."""
+  from dacl.metrics import read_shared
+  data = read_shared(path)
+  return None if data is None else [json.loads(l) for l in data.decode().splitlines() if l.strip()]

@@ -14,29 +14,8 @@ from __future__ import annotations
 import dataclasses
 import json
 
-import numpy as np
-
 from dacl.cloud.protocol import CloudResponse
-
-
-def _bucket(n: int) -> int:
-  b = 1024
-  while b < n:
-    b *= 2
-  return b
-
-
-def broadcast_bytes(data: bytes, is_source: bool) -> bytes:
-  """`data` of the source process, on every process (a collective: all processes call it).
-  Padded to a power-of-two length, so a run compiles a handful of broadcast shapes."""
-  from jax.experimental import multihost_utils
-  n = int(multihost_utils.broadcast_one_to_all(np.array(len(data) if is_source else 0, np.int32),
-                                               is_source=is_source))
-  buf = np.zeros(_bucket(n), np.uint8)
-  if is_source:
-    buf[:n] = np.frombuffer(data, np.uint8)
-  buf = np.asarray(multihost_utils.broadcast_one_to_all(buf, is_source=is_source))
-  return buf[:n].tobytes()
+from dacl.parallel import broadcast_bytes
 
 
 class BroadcastBridge:

@@ -27,7 +27,8 @@ def flatten(params: nnx.State) -> dict:
       for k, v in node.items():
         walk(f"{prefix}.{k}" if prefix else str(k), v)
     else:
-      out[prefix] = np.asarray(node, np.float32)
+      out[prefix] = np.asarray(to_host(node), np.float32)
+  from dacl.parallel import to_host   # gathers a parameter sharded across processes
   walk("", nnx.to_pure_dict(params))
   return out
 
@@ -43,6 +44,8 @@ def unflatten_into(params: nnx.State, flat: dict) -> nnx.State:
     arr = flat[prefix]
     if tuple(arr.shape) != tuple(np.shape(node)):
       raise ValueError(f"proxy parameter {prefix}: shape {arr.shape} != {np.shape(node)}")
+    if not getattr(node, "is_fully_addressable", True):   # a multi-process mesh: the caller places it
+      return np.asarray(arr, dtype=node.dtype)
     return jnp.asarray(arr, dtype=jnp.asarray(node).dtype)
 
   out = jax.tree.map(lambda x: x, params)   # a new State; replace_by_pure_dict writes in place
@@ -92,4 +95,5 @@ class Transport:
 
 def nbytes(params: Any) -> int:
   """Bytes of float32 parameters (what sending a model whole would cost)."""
-  return int(sum(np.asarray(v).size * 4 for v in flatten(params).values()))
+  import jax
+  return int(sum(np.size(v) * 4 for v in jax.tree.leaves(nnx.to_pure_dict(params))))

@@ -29,10 +29,11 @@ def build_model_and_tokenizer(mcfg, seed: int, mesh=None, lora=None):
 
 
 def refuse_lora(config, method: str):
-  """LoRA is wired into SFT and the DA-GRPO trainer; other methods say so instead of ignoring it."""
+  """LoRA is wired into SFT, the DA-GRPO trainer and AdaSwitch; other methods say so instead of
+  ignoring it."""
   if int(config.get("lora", {}).get("rank", 0)):
-    raise ValueError(f"lora.rank > 0 is supported by SFT and the DA-GRPO trainer, not yet by "
-                     f"{method}")
+    raise ValueError(f"lora.rank > 0 is supported by SFT, the DA-GRPO trainer and AdaSwitch, "
+                     f"not yet by {method}")
 
 
 def build_task(tcfg):

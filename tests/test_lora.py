@@ -196,3 +196,37 @@ def test_checkpoints_from_before_the_frozen_field_restore(tmp_path):
   assert step == 3 and restored.frozen is None and type(restored).__name__ == "TrainState"
   for p, v in _flat(restored.params).items():
     np.testing.assert_array_equal(v, _flat(st.params)[p])
+
+
+def test_adaswitch_with_lora_trains_adapters_only_and_evaluates(tmp_path):
+  """AdaSwitch with --config.lora.rank: both SFT stages train adapters over the frozen base (the
+  stage checkpoints hold adapters only, and stage 3 moved them), the evaluation samples from the
+  adapted model, and `dacl eval` restores it."""
+  from test_readme_commands import _ADA
+  from configs.adaswitch_arith import get_config
+  from dacl.build import build_model_and_tokenizer
+  wd = tmp_path / "run"
+  args = [f"--config={os.path.join(ROOT, 'configs', 'adaswitch_arith.py')}", f"--workdir={wd}",
+          *_ADA, "--config.lora.rank=4"]
+  r = _dacl("train", *args)
+  assert r.returncode == 0, r.stderr[-2000:]
+  res = json.load(open(wd / "results.json"))
+  assert res["modes"]["local"]["local_tokens"] > 0
+  c = get_config()
+  c.lora.rank = 4
+  model, _ = build_model_and_tokenizer(c.model, 0, lora=c.lora)
+  gd, fresh = init_train_state(model, make_optimizer(1e-3, 1), 0)
+  stages = {}
+  for s in ("stage1", "stage3"):
+    ck = Checkpointer(str(wd / "runs" / "s0" / s / "checkpoints"))
+    stages[s] = _flat(ck.restore(fresh)[0].params)
+    ck.close()
+  assert set(stages["stage1"]) == set(_flat(fresh.params))          # adapters only
+  assert all("lora" in str(p[-1]) for p in stages["stage1"])
+  assert any(np.abs(stages["stage3"][p] - stages["stage1"][p]).max() > 0 for p in stages["stage1"])
+  r = _dacl("eval", *args)
+  assert r.returncode == 0, r.stderr[-2000:]
+  ev = json.load(open(wd / "eval.json"))["runs"]["s0"]["modes"]["local"]
+  assert ev["accuracy"] == pytest.approx(res["modes"]["local"]["accuracy"])
+  assert ev["local_tokens"] == res["modes"]["local"]["local_tokens"]
+

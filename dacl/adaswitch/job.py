@@ -25,14 +25,14 @@ from dacl import parallel
 from dacl.adaswitch import engine as eng
 from dacl.adaswitch import training as trn
 from dacl.adaswitch import trajectories as tj
-from dacl.build import build_model_and_tokenizer, build_task, refuse_lora
+from dacl.build import build_model_and_tokenizer, build_task
 from dacl.cloud.config import bridge_from_config, describe as describe_cloud
 from dacl.continual.metrics import auroc, mean_std
 from dacl.continual.stream import data_report, eval_data_seed
 from dacl.data.splits import derive_seed
 from dacl.metrics import read_json_shared, write_json_atomic
 from dacl.sampling import Sampler
-from dacl.train.sft import BatchStream, fit, init_train_state, make_optimizer
+from dacl.train.sft import BatchStream, fit, full_params, init_train_state, make_optimizer, state_model
 
 log = logging.getLogger("dacl")
 
@@ -198,7 +198,8 @@ def run_seed(config, run_dir: str, seed: int, workdir: str) -> dict:
   # by the logical-axis rules, trajectory batches and sampler rows over ('data', 'fsdp')
   mesh = parallel.make_mesh(tuple(config.mesh.shape) or None)
   dp = parallel.data_parallel_size(mesh)
-  model, tok = build_model_and_tokenizer(config.model, seed, mesh)
+  # with lora.rank > 0: adapters on a frozen base; both stages train the adapters only
+  model, tok = build_model_and_tokenizer(config.model, seed, mesh, config.get("lora"))
   local_params = model.cfg.num_params()
   cloud_params = float(config.adaswitch.cloud_params)
   tasks = [build_task(t) for t in config.tasks]
@@ -228,8 +229,10 @@ def run_seed(config, run_dir: str, seed: int, workdir: str) -> dict:
               s1.steps, os.path.join(run_dir, "stage1", "checkpoints"),
               desc=f"stage 1 self-practice (seed {seed})", record={"stage": 1, "seed": seed},
               save_every=config.train.save_every, mesh=mesh)
-  params1 = state.params
-  sampler = Sampler(nnx.merge(graphdef, params1), tok, max_cache_len=config.model.max_seq_len,
+  params1, frozen = state.params, state.frozen   # frozen: the LoRA base (None without LoRA)
+  # the sampler's state for trained parameters (adapters merged with the base, no copy)
+  model_state = lambda p: nnx.state(nnx.merge(graphdef, full_params(p, frozen)))
+  sampler = Sampler(state_model(graphdef, state), tok, max_cache_len=config.model.max_seq_len,
                     min_bucket=int(config.adaswitch.min_bucket),
                     min_rows=int(config.adaswitch.min_rows), mesh=mesh)
   bridge = bridge_from_config(config.cloud, workdir)
@@ -278,7 +281,7 @@ def run_seed(config, run_dir: str, seed: int, workdir: str) -> dict:
   items3 += [items1[i] for i in rng.choice(len(items1), size=min(n_gold, len(items1)), replace=False)]
   tx3 = _stage_opt(s3, config, s3.steps)
   # a copy: the train step donates its state, and params1 is evaluated again (an ablation)
-  model1 = nnx.merge(graphdef, jax.tree.map(jnp.copy, params1))
+  model1 = nnx.merge(graphdef, full_params(jax.tree.map(jnp.copy, params1), frozen))
   graphdef, state = init_train_state(model1, tx3, seed)
   st3 = BatchStream(items3, s3.batch_size, seed + 3)
   state = fit(graphdef, state, tx3, lambda i: trn.make_trajectory_batch(st3.batch(i), tok, s3.seq_len,
@@ -295,7 +298,7 @@ def run_seed(config, run_dir: str, seed: int, workdir: str) -> dict:
   pairs = [p for _, ps in held for p in ps]
 
   def evaluate(params, mode, **kw):
-    sampler.update_state(params)
+    sampler.update_state(model_state(params))
     rows = run_mode(sampler, tok, config, bridge, pairs, mode, seed, chat, **kw)
     out = summarise(rows, local_params, cloud_params)
     out["per_task"] = {t.name: summarise([r for r in rows if r.example.task == t.name],
@@ -317,7 +320,7 @@ def run_seed(config, run_dir: str, seed: int, workdir: str) -> dict:
       p, _ = _golden(t, "train", int(config.adaswitch.calib_per_task),
                      derive_seed(seed, "adaswitch-calib", k))
       cal += p
-    sampler.update_state(params3)
+    sampler.update_state(model_state(params3))
     rows = run_mode(sampler, tok, config, bridge, cal, "self_reflection", seed, chat, threshold=1.01)
     calibration = {**reflection_quality(rows, budget), "problems": len(cal)}
     save_usage()
@@ -402,7 +405,6 @@ def aggregate(per_seed: list) -> dict:
 
 
 def run_adaswitch(config, workdir: str) -> dict:
-  refuse_lora(config, "AdaSwitch")
   os.makedirs(workdir, exist_ok=True)
   results = {"algorithm": "adaswitch",
              "tasks": [build_task(t).name for t in config.tasks],
@@ -434,13 +436,13 @@ def eval_adaswitch(config, workdir: str, step=None) -> dict:
     if not os.path.isdir(ckdir):
       raise CheckpointError(f"no AdaSwitch checkpoints to evaluate: {ckdir} does not exist")
     mesh = parallel.make_mesh(tuple(config.mesh.shape) or None)
-    model, tok = build_model_and_tokenizer(config.model, seed, mesh)
+    model, tok = build_model_and_tokenizer(config.model, seed, mesh, config.get("lora"))
     graphdef, state = init_train_state(model, make_optimizer(1e-3, 1), seed)
     state = parallel.place(state, mesh)   # the restore target carries the mesh's layout
     ck = Checkpointer(ckdir)
     state, _, got = ck.restore(state, step)
     ck.close()
-    sampler = Sampler(nnx.merge(graphdef, state.params), tok, max_cache_len=config.model.max_seq_len,
+    sampler = Sampler(state_model(graphdef, state), tok, max_cache_len=config.model.max_seq_len,
                       min_bucket=int(config.adaswitch.min_bucket),
                       min_rows=int(config.adaswitch.min_rows), mesh=mesh)
     bridge = bridge_from_config(config.cloud, workdir)

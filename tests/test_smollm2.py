@@ -106,3 +106,20 @@ def test_hf_tokenizer_dir_roundtrip(smollm2, tmp_path):
   m3, t3 = dacl.load(str(tmp_path))
   assert t3.encode(text) == tok.encode(text)
   assert dacl.generate(m3, t3, "What is the capital of France?", max_new_tokens=12).count("Paris")
+
+
+def test_fast_gguf_reader_gives_the_library_readers_fields_and_tensors():
+  """weights._gguf_reader (gguf.GGUFReader over a plain view of the memory map) reads exactly
+  what the library's reader reads: every field's types and parts, every tensor's data."""
+  import gguf
+  path = weights.smollm2_gguf_path()
+  ref, fast = gguf.GGUFReader(path), weights._gguf_reader(path)
+  assert type(fast.data) is np.ndarray and type(ref.data) is np.memmap
+  assert list(fast.fields) == list(ref.fields)
+  for k, f in ref.fields.items():
+    g = fast.fields[k]
+    assert (g.types, g.data, g.offset) == (f.types, f.data, f.offset), k
+    assert len(g.parts) == len(f.parts) and all(np.array_equal(a, b) for a, b in zip(g.parts, f.parts)), k
+  assert [(t.name, t.tensor_type, list(t.shape), t.data_offset) for t in fast.tensors] == \
+         [(t.name, t.tensor_type, list(t.shape), t.data_offset) for t in ref.tensors]
+  assert all(np.array_equal(t.data, u.data) for t, u in zip(fast.tensors, ref.tensors))

@@ -6,17 +6,21 @@ subprocess (warm-up at start is the server's own), drives it with N concurrent s
 (mixed lengths: the case static batching handles worst), and prints one JSON line per
 (engine, clients):
   {"bench": "serve_load", "engine", "clients", "rps", "tok_s", "p50_ms", "p99_ms",
-   "ttft_p50_ms", "ttft_p99_ms", "tpot_p50_ms", "tpot_p99_ms", "errors", "start_s"}
-then one line per client count with the continuous / static ratios. Latency is request start to
+   "ttft_p50_ms", "ttft_p99_ms", "tpot_p50_ms", "tpot_p99_ms", "errors", "start_s",
+   "background_compile_s"}
+then one line per client count with the continuous / static ratios (and continuous /
+continuous-all, the engine with every step over all slots, when both ran). Latency is request start to
 the last byte; TTFT is to the first content delta (the static engine sends a choice's text in
 one piece when it is done, so its TTFT is its latency); TPOT is the time per output token after
 the first (latency minus TTFT over tokens minus one). An untimed load at the same concurrency
 runs first. start_s: seconds from launching the server to /health answering (model load +
-warm-up).
+warm-up); background_compile_s: seconds more until the continuous engine's 1- and 4-row steps,
+compiled on a second thread after start, are all ready (no timed window overlaps them).
 
   python benchmarks/serve_load.py                       # SmolLM2, 1/8/16/32 clients
   python benchmarks/serve_load.py --config configs/serve_tiny.py --clients 1,8 --seconds 5
   python benchmarks/serve_load.py --startup             # start-up: cold vs warm compile cache
+  python benchmarks/serve_load.py --engines continuous-all,continuous --clients 1,4,8,16
 """
 import argparse
 import asyncio
@@ -45,11 +49,19 @@ def free_port():
   return p
 
 
+ENGINES = {   # --engines name -> `dacl serve` overrides
+    "static": ["--config.serve.engine=static"],
+    "continuous": ["--config.serve.engine=continuous"],
+    # every step over all slots (the engine before its 1- and 4-row steps)
+    "continuous-all": ["--config.serve.engine=continuous", "--config.serve.row_buckets=()"],
+}
+
+
 def start_server(config, engine, slots, env=None):
   port = free_port()
   t = time.perf_counter()
   p = subprocess.Popen([sys.executable, "-m", "dacl.cli", "serve", f"--config={config}",
-                        "--port", str(port), f"--config.serve.engine={engine}",
+                        "--port", str(port), *ENGINES[engine],
                         f"--config.serve.max_batch={slots}"], cwd=ROOT,
                        env={**os.environ, "JAX_PLATFORMS": os.environ.get("JAX_PLATFORMS", "cpu"),
                             **(env or {})},
@@ -65,6 +77,19 @@ def start_server(config, engine, slots, env=None):
       time.sleep(0.1)
   p.kill()
   raise RuntimeError("server did not start")
+
+
+def wait_background_compiles(url, limit_s=900.0):
+  """Seconds until the continuous engine's background-compiled row steps are all ready (0 for an
+  engine without them), so that no timed window shares the cores with XLA."""
+  t = time.perf_counter()
+  while time.perf_counter() - t < limit_s:
+    st = httpx.get(url + "/dacl/stats", timeout=5).json()["engine"]
+    if st.get("small_steps_compiled", 0) + st.get("small_steps_failed", 0) >= st.get(
+        "small_steps_queued", 0):
+      return time.perf_counter() - t
+    time.sleep(0.5)
+  raise RuntimeError("background compiles did not finish")
 
 
 async def one(c, url, prompt, max_tokens):
@@ -113,7 +138,8 @@ async def load(url, clients, seconds, lengths, seed=0):
 def main():
   ap = argparse.ArgumentParser()
   ap.add_argument("--config", default=os.path.join(ROOT, "configs", "serve_smollm2.py"))
-  ap.add_argument("--engines", default="static,continuous")
+  ap.add_argument("--engines", default="static,continuous",
+                  help=f"comma-separated, from {sorted(ENGINES)}")
   ap.add_argument("--clients", default="1,8,16,32")
   ap.add_argument("--seconds", type=float, default=20.0)
   ap.add_argument("--warmup", type=float, default=6.0)
@@ -143,6 +169,7 @@ def main():
   for eng in a.engines.split(","):
     proc, url, start_s = start_server(a.config, eng, a.slots)
     try:
+      ready_s = wait_background_compiles(url)
       for n in clients:
         asyncio.run(load(url, n, a.warmup, lengths, seed=1))
         t = time.perf_counter()
@@ -161,7 +188,8 @@ def main():
                    ttft_p99_ms=round(float(np.percentile(ttft, 99)), 1),
                    tpot_p50_ms=round(float(np.percentile(tpot, 50)), 1),
                    tpot_p99_ms=round(float(np.percentile(tpot, 99)), 1),
-                   errors=errors, start_s=round(start_s, 1))
+                   errors=errors, start_s=round(start_s, 1),
+                   background_compile_s=round(ready_s, 1))
         rows[(eng, n)] = row
         emit(**row)
     finally:
@@ -169,6 +197,9 @@ def main():
       proc.wait(10)
   for n in clients:
     s, c = rows.get(("static", n)), rows.get(("continuous", n))
+    if rows.get(("continuous-all", n)) and c:
+      emit(bench="serve_row_buckets_ratio", clients=n,
+           tok_s_ratio=round(c["tok_s"] / max(rows[("continuous-all", n)]["tok_s"], 1e-9), 2))
     if s and c:
       emit(bench="serve_load_ratio", clients=n, tok_s_ratio=round(c["tok_s"] / max(s["tok_s"], 1e-9), 2),
            rps_ratio=round(c["rps"] / max(s["rps"], 1e-9), 2),

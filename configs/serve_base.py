@@ -20,6 +20,9 @@ def get_serve_base() -> ml_collections.ConfigDict:
       engine="continuous", warmup=True,   # warmup: compile every shape before serving
       max_batch=16, batch_wait_ms=5.0, default_max_tokens=256, max_n=8,
       max_body_bytes=1 << 20, collab=False, log_level="warning",
+      # row_buckets: the continuous engine also steps over only the first 1 or 4 slots when
+      # every active row lies there (compiled in the background after start); () = never
+      row_buckets=(1, 4),
       checkpoint=""))         # a `dacl train` checkpoints/ dir: serve that policy's parameters
   # collab.mode (with --collab): "marker" = the local model offloads whole requests by emitting
   # the offload marker, under budget.tau; "adaswitch" = step-level switching (the local model

@@ -29,6 +29,7 @@ def engine():
   model, tok = create_model(cfg, seed=1), ByteTokenizer()
   e = ContinuousEngine(model, tok, slots=4, max_cache_len=128)
   e.warmup()
+  assert e.wait_small_steps(timeout=120)   # the 1-row steps, compiled in the background
   yield e, Sampler(model, tok, max_cache_len=128)
   e.close()
 
@@ -48,6 +49,25 @@ def test_joining_requests_get_the_static_samplers_greedy_tokens(engine):
     want = ref([p], jax.random.key(0), SamplingParams(max_new_tokens=mt, temperature=0))
     assert (c.text, c.tokens) == (want.texts[0], int(want.lengths[0])), p
     assert c.finish_reason == ("length" if want.stop_reason[0] == 0 else "stop")
+
+
+def test_a_lone_request_steps_over_one_row_and_decodes_the_same(engine):
+  """One active slot: the step runs over a copy of slot 0's filled cache (1-row GEMMs) and writes
+  back only the new column; a later request on the all-slots step must find the cache intact."""
+  e, ref = engine
+  tok = e.tokenizer
+  before = dict(e.stats["row_steps"])
+  c = e.submit(tok.encode("12+34="), GenParams(max_tokens=60, temperature=0.0)).result(timeout=60)
+  assert e.stats["row_steps"].get("1", 0) - before.get("1", 0) >= 50
+  want = ref(["12+34="], jax.random.key(0), SamplingParams(max_new_tokens=60, temperature=0))
+  assert (c.completions[0].text, c.completions[0].tokens) == (want.texts[0], int(want.lengths[0]))
+  # two long rows then one: the second finishes on 1-row steps, then the rows rejoin the 4-slot step
+  prompts, mts = ["a long prompt to fill the cache", "7*8=", "hello"], [80, 20, 30]
+  futs = [e.submit(tok.encode(p), GenParams(max_tokens=mt, temperature=0.0))
+          for p, mt in zip(prompts, mts)]
+  for p, mt, f in zip(prompts, mts, futs):
+    want = ref([p], jax.random.key(0), SamplingParams(max_new_tokens=mt, temperature=0))
+    assert f.result(timeout=60).completions[0].text == want.texts[0], p
 
 
 def test_a_short_request_leaves_before_a_long_one_ends(engine):

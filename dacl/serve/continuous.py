@@ -33,7 +33,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from dacl.models.decoder import KVCache, init_cache
+from dacl.models.decoder import KVCache, _write_cache, init_cache
 from dacl.sampling import Sampler, next_bucket, sample_rows
 from dacl.serve.engine import Completion, EngineBase, GenParams, GenResult
 
@@ -55,22 +55,46 @@ def prefill_row(graphdef, state, tokens, n):
   return logits, KVCache(cache.k, cache.v, cache.mask, jnp.asarray(n, jnp.int32))
 
 
-@functools.partial(jax.jit, static_argnames=("graphdef", "kv_len"), donate_argnames=("cache",))
+@functools.partial(jax.jit, static_argnames=("graphdef", "kv_len", "rows"),
+                   donate_argnames=("cache",))
 def slot_step(graphdef, state, cache, tokens, positions, active, key_data, counts, temperature,
-              top_k, top_p, ban_id, *, kv_len: int):
-  """One decode step over every slot. tokens / positions / active / counts / temperature /
-  top_k / top_p / ban_id [N]; key_data [N, 2] uint32 (each row's key) -> (next token [N], its
-  logp [N], cache). Row n samples with fold_in(key n, counts n). An inactive slot's write is
-  masked out and its index does not move. Attention reads the first kv_len positions (static: a
-  bucket above every active slot's index)."""
+              top_k, top_p, ban_id, *, kv_len: int, rows: Optional[int] = None):
+  """One decode step over the first `rows` slots (static; None: all N). tokens / positions /
+  active / counts / temperature / top_k / top_p / ban_id [N]; key_data [N, 2] uint32 (each row's
+  key) -> (next token [N] (0 past `rows`), its logp [N], cache). Row n samples with
+  fold_in(key n, counts n). An inactive slot's write is masked out and its index does not move.
+  Attention reads the first kv_len positions (static: a bucket above every active slot's index).
+
+  With rows < N every active slot must lie below `rows`. The step then runs on a copy of the
+  filled corner of the cache ([rows, ..., kv_len]: the part attention reads anyway) and writes
+  back only the new token's column, so its GEMMs have `rows` rows, not N: XLA CPU's small-M
+  GEMMs cost roughly in proportion to M (BUILD_NOTES.md, F7)."""
   model = nnx.merge(graphdef, state)
-  keys = jax.vmap(jax.random.fold_in)(jax.random.wrap_key_data(key_data), counts)
-  logits, new = model(tokens[:, None], positions[:, None], active[:, None], cache, kv_len=kv_len)
+  N = cache.mask.shape[0]
+  R = N if rows is None else min(int(rows), N)
+  keys = jax.vmap(jax.random.fold_in)(jax.random.wrap_key_data(key_data[:R]), counts[:R])
+  act = active[:R]
+  if R == N:
+    logits, new = model(tokens[:, None], positions[:, None], act[:, None], cache, kv_len=kv_len)
+    k, v, mask = new.k, new.v, new.mask
+  else:
+    corner = KVCache(tuple(c[:R, :, :, :kv_len] for c in cache.k),
+                     tuple(c[:R, :, :kv_len] for c in cache.v),
+                     cache.mask[:R, :kv_len], cache.index[:R])
+    logits, new = model(tokens[:R, None], positions[:R, None], act[:, None], corner)
+    i, pad = cache.index, N - R
+    col = lambda c, axis: jnp.pad(jax.vmap(lambda x, j: jax.lax.dynamic_slice_in_dim(
+        x, j, 1, axis - 1))(c, i[:R]), [(0, pad)] + [(0, 0)] * (c.ndim - 1))
+    # Slots past R are inactive: the zeros written at their index are overwritten before use.
+    k = tuple(_write_cache(c, col(n, 3), i, axis=3) for c, n in zip(cache.k, new.k))
+    v = tuple(_write_cache(c, col(n, 2), i, axis=2) for c, n in zip(cache.v, new.v))
+    mask = jax.lax.dynamic_update_slice(cache.mask, new.mask, (0, 0))
   logits = logits[:, 0]
-  logits = jnp.where(jnp.arange(logits.shape[-1])[None] == ban_id[:, None], -jnp.inf, logits)
-  tok, lp = sample_rows(logits, keys, temperature, top_k, top_p)
-  index = jnp.where(active, new.index, cache.index)
-  return tok, lp, KVCache(new.k, new.v, new.mask, index)
+  logits = jnp.where(jnp.arange(logits.shape[-1])[None] == ban_id[:R, None], -jnp.inf, logits)
+  tok, lp = sample_rows(logits, keys, temperature[:R], top_k[:R], top_p[:R])
+  index = jnp.where(active, jnp.pad(new.index, (0, N - R)), cache.index)
+  pad = lambda x: jnp.pad(x, (0, N - R))
+  return pad(tok), pad(lp), KVCache(k, v, mask, index)
 
 
 @functools.partial(jax.jit, donate_argnames=("cache",))
@@ -125,15 +149,22 @@ class ContinuousEngine(EngineBase):
   streams = True   # submit(listener=...) delivers text as it decodes
 
   def __init__(self, model, tokenizer, slots: int = 16, max_cache_len: Optional[int] = None,
-               seed: int = 0, min_prompt_bucket: int = 16, min_kv_bucket: int = 64):
+               seed: int = 0, min_prompt_bucket: int = 16, min_kv_bucket: int = 64,
+               row_buckets: Sequence[int] = (1, 4)):
     self.sampler = Sampler(model, tokenizer, max_cache_len=max_cache_len)   # adaswitch serving
     self.graphdef, self.state = nnx.split(model)
     self.tokenizer = tokenizer
     self.max_cache_len = S = self.sampler.max_cache_len
     self.slots, self.seed, self.min_bucket = max(1, int(slots)), int(seed), int(min_prompt_bucket)
     self.min_kv = int(min_kv_bucket)
+    # A step spans the smallest bucket holding every active slot (rows are admitted lowest slot
+    # first): one client decodes with 1-row GEMMs, not `slots`-row ones.
+    self.row_buckets = sorted({min(max(1, int(b)), self.slots) for b in row_buckets} | {self.slots})
     c = init_cache(model.cfg, self.slots, S)
-    self.cache = KVCache(c.k, c.v, c.mask, jnp.zeros((self.slots,), jnp.int32))
+    # Committed to the device, as the background-compiled steps return it: the jitted steps' cache
+    # keys on it, and a mix would compile each step shape twice.
+    self.cache = jax.device_put(KVCache(c.k, c.v, c.mask, jnp.zeros((self.slots,), jnp.int32)),
+                                next(iter(jax.tree.leaves(self.state)[0].devices())))
     N = self.slots
     self._tok = np.zeros(N, np.int32)
     self._pos = np.zeros(N, np.int32)
@@ -146,11 +177,21 @@ class ContinuousEngine(EngineBase):
     self._rows: list = [None] * N
     self._stop_ids = set(int(t) for t in tokenizer.stop_ids)
     self.stats = {"requests": 0, "steps": 0, "rows": 0, "device_s": 0.0, "prefills": 0,
-                  "max_active": 0, "active_row_steps": 0, "cancelled_rows": 0}
+                  "max_active": 0, "active_row_steps": 0, "cancelled_rows": 0, "row_steps": {},
+                  "small_steps_queued": 0, "small_steps_compiled": 0, "small_steps_failed": 0}
     self._q: "queue.Queue" = queue.Queue()
     self._waiting: list = []
     self._n = 0
     self._closed = False
+    # Steps over fewer rows than `slots` are compiled ahead of time on a second thread (queued by
+    # warmup(), or the first time a step could use one); until one is ready the step spans all
+    # slots, so no request waits for a compile.
+    self._small_steps: dict = {}
+    self._compile_q: "queue.Queue" = queue.Queue()
+    self._queued: set = set()
+    self._compiler = threading.Thread(target=self._compile_small_steps, name="dacl-compile",
+                                      daemon=True)
+    self._compiler.start()
     self._thread = threading.Thread(target=self._worker, name="dacl-continuous", daemon=True)
     self._thread.start()
 
@@ -182,9 +223,8 @@ class ContinuousEngine(EngineBase):
     return self.submit(self.encode(prompt), params, seed=seed).result()
 
   def shapes(self) -> tuple[list, list]:
-    """The compiled shapes this engine can need: prompt buckets and attention-length buckets.
-    (Every step spans all slots: a step over only the first few slots, tried, copied the cache
-    and was 4x slower at one request.)"""
+    """The compiled shapes this engine can need: prompt buckets and attention-length buckets
+    (each step shape once over all slots, and once per smaller row bucket, in the background)."""
     b, out = self.min_bucket, []
     while b < self.max_cache_len:
       out.append(b)
@@ -205,16 +245,58 @@ class ContinuousEngine(EngineBase):
     N = self.slots
     for kv in kvs:
       _, _, self.cache = slot_step(
-          self.graphdef, self.state, self.cache, jnp.zeros(N, jnp.int32), jnp.zeros(N, jnp.int32),
-          jnp.zeros(N, bool), jnp.asarray(self._keys), jnp.zeros(N, jnp.uint32),
-          jnp.zeros(N), jnp.zeros(N, jnp.int32), jnp.ones(N), jnp.full(N, -1, jnp.int32), kv_len=kv)
+          self.graphdef, self.state, self.cache, *self._step_args(np.zeros(N, np.uint32)),
+          kv_len=kv)
     self.cache.mask.block_until_ready()
+    for kv in kvs:
+      for rows in self.row_buckets[:-1]:
+        self._want_small_step(rows, kv)
     return time.perf_counter() - t
+
+  def wait_small_steps(self, timeout: Optional[float] = None) -> bool:
+    """Block until every queued smaller-row step is compiled (benchmarks, tests). True if done."""
+    end = None if timeout is None else time.perf_counter() + timeout
+    st = self.stats
+    while st["small_steps_compiled"] + st["small_steps_failed"] < st["small_steps_queued"]:
+      if self._closed or (end is not None and time.perf_counter() > end):
+        return False
+      time.sleep(0.05)
+    return True
+
+  def _step_args(self, counts) -> list:
+    return [jnp.asarray(x) for x in (self._tok, self._pos, self._active, self._keys, counts,
+                                     self._temp, self._topk, self._topp, self._ban)]
+
+  def _want_small_step(self, rows: int, kv: int) -> None:
+    if (rows, kv) not in self._queued:
+      self._queued.add((rows, kv))
+      self.stats["small_steps_queued"] += 1
+      self._compile_q.put((rows, kv))
+
+  def _compile_small_steps(self) -> None:
+    spec = lambda tree: jax.tree.map(
+        lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=a.sharding), tree)
+    state, cache = spec(self.state), spec(self.cache)
+    args = spec(self._step_args(np.zeros(self.slots, np.uint32)))
+    while True:
+      item = self._compile_q.get()
+      if item is None or self._closed:
+        return
+      rows, kv = item
+      try:
+        self._small_steps[item] = slot_step.lower(self.graphdef, state, cache, *args, kv_len=kv,
+                                                  rows=rows).compile()
+        self.stats["small_steps_compiled"] += 1
+      except Exception:   # the all-slots step still serves
+        self.stats["small_steps_failed"] += 1
+        log.exception("compiling the %d-row step (kv %d) failed", rows, kv)
 
   def close(self) -> None:
     self._closed = True
     self._q.put(None)
+    self._compile_q.put(None)
     self._thread.join(timeout=10)
+    self._compiler.join(timeout=60)   # an XLA compile in flight at interpreter exit can crash
 
   # -- worker -------------------------------------------------------------------------------
   def _bucket(self, n: int) -> int:
@@ -302,10 +384,17 @@ class ContinuousEngine(EngineBase):
     counts = np.asarray([len(r.toks) if r is not None else 0 for r in self._rows], np.uint32)
     top = max(self._pos[s] for s in live) + 1       # every active row's keys lie below this
     kv = min(next_bucket(top, self.min_kv), self.max_cache_len)
-    tok, _, self.cache = slot_step(
-        self.graphdef, self.state, self.cache, *(jnp.asarray(x) for x in (
-            self._tok, self._pos, self._active, self._keys, counts, self._temp, self._topk,
-            self._topp, self._ban)), kv_len=kv)
+    rows = next(b for b in self.row_buckets if b > live[-1])
+    small = self._small_steps.get((rows, kv)) if rows < self.slots else None
+    if small is not None:
+      tok, _, self.cache = small(self.state, self.cache, *self._step_args(counts))
+    else:
+      if rows < self.slots:
+        self._want_small_step(rows, kv)
+      tok, _, self.cache = slot_step(self.graphdef, self.state, self.cache,
+                                     *self._step_args(counts), kv_len=kv)
+      rows = self.slots
+    self.stats["row_steps"][str(rows)] = self.stats["row_steps"].get(str(rows), 0) + 1
     tok = np.asarray(tok)
     self.stats["device_s"] += time.perf_counter() - t
     self.stats["steps"] += 1

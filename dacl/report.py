@@ -77,15 +77,19 @@ def rl_tables(results: dict) -> list:
     o = Table(title=f"Offload quality after the stream, per task ({', '.join(results['tasks'])}): "
                     f"local accuracy before RL → after; AUROC of the offload score for 'local "
                     f"answer wrong'; accuracy with exactly ⌊τ·n⌋ offloads chosen by the method / "
-                    f"at random / by an oracle")
-    for col in ("algorithm", "score", "L warm start → after", "AUROC (warm start → after)",
-                "acc at budget: policy / random / oracle"):
+                    f"at random / by an oracle; L gain right after each task's own training: "
+                    f"problems gained / lost against the warm start and the exact McNemar p "
+                    f"(pooled over seeds)")
+    for col in ("algorithm", "score", "L warm start → after", "L gain: +won −lost (p)",
+                "AUROC (warm start → after)", "acc at budget: policy / random / oracle"):
       o.add_column(col, justify="left" if col in ("algorithm", "score") else "right")
     for name, a in algos.items():
       if "offload_auroc" not in a:
         continue
       o.add_row(name, str(a.get("offload_score", "")),
                 "  ".join(f"{_f(i, 2)}→{_f(l, 2)}" for i, l in zip(a["L_init"], a["L"][-1])),
+                "  ".join(f"+{g['gained']} −{g['lost']} ({g['p']:.2g})"
+                          for g in a.get("L_gain") or []) or "—",
                 "  ".join(f"{_f(i, 2)}→{_f(v, 2)}" for i, v in
                           zip(a["offload_auroc_init"], a["offload_auroc"])),
                 "  ".join("—" if b is None else

@@ -86,6 +86,10 @@ def test_lambda_follows_usage_against_tau(tmp_path):
     assert len(a[key]) == 3 and all(v is None or 0 <= v <= 1 for v in a[key])
   for b in a["acc_at_budget"] + a["acc_at_budget_init"]:
     assert b["oracle"] >= max(b["policy"], b["random"]) - 1e-9
+  # L_gain: task k's held-out problems right after training on it, paired with the warm start's
+  for k, g in enumerate(a["L_gain"]):
+    assert g["delta"] == pytest.approx(a["L"][k][k] - a["L_init"][k], abs=1e-9)
+    assert g["n"] == 16 and 0 <= g["p"] <= 1 and g["gained"] + g["lost"] <= g["n"]
   # L over steps: every 4 steps and at each task's end, every task; the curve's point at a
   # task's last step is the same greedy evaluation as that task's row of L
   curve = a["per_seed"][0]["L_over_steps"]
@@ -123,6 +127,8 @@ def test_all_algorithms_share_the_path(tmp_path):
   assert res["random_offload"]["offload_score"] == "random"
   assert res["router"]["offload_score"] == "router"
   assert res["local_only"]["L_init"] == res["local_only"]["L"][-1]   # no training: unchanged
+  assert all(g == {"delta": 0.0, "gained": 0, "lost": 0, "n": g["n"], "p": 1.0}
+             for g in res["local_only"]["L_gain"])
   # on-policy at the first step (θ = θ_old): the ratio is 1 and nothing is clipped, also where
   # the marker was banned while sampling (it was 1 − p(marker) before the trainer banned it too)
   for algo in ("grpo_local", "shaped", "random_offload", "router"):

@@ -145,6 +145,21 @@ def test_auroc_against_pair_counting():
   assert cm.auroc([0.3, 0.4], [1, 1]) is None
 
 
+def test_paired_gain_counts_moves_and_mcnemar_matches_the_binomial():
+  before = np.array([1, 0, 0, 1, 0, 1, 1, 0, 0, 0], float)
+  after = np.array([1, 1, 1, 0, 1, 1, 1, 1, 0, 0], float)
+  g = cm.paired_gain(before, after)
+  assert (g["gained"], g["lost"], g["n"]) == (4, 1, 10)
+  assert g["delta"] == pytest.approx(0.3)
+  # two-sided exact test on 5 discordant pairs split 4 / 1: 2 * P(X <= 1), X ~ Bin(5, 1/2)
+  assert g["p"] == pytest.approx(2 * 6 / 32)
+  assert cm.mcnemar_p(0, 0) == 1.0 and cm.mcnemar_p(3, 3) == 1.0
+  assert cm.mcnemar_p(20, 0) == pytest.approx(2 * 0.5 ** 20)
+  assert cm.paired_gain([1, 1], [1, 1])["p"] == 1.0
+  with pytest.raises(ValueError, match="same problems"):
+    cm.paired_gain([1, 0], [1, 0, 1])
+
+
 def test_acc_at_budget_policy_random_oracle():
   local = np.array([1, 0, 0, 1, 0, 1, 1, 0, 1, 1], float)
   cloud = np.array([1, 1, 0, 1, 1, 1, 0, 1, 1, 1], float)

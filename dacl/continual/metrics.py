@@ -4,6 +4,8 @@ R[k][j]: accuracy on task j after training on task k (with collaboration).
 """
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 
@@ -65,6 +67,30 @@ def auroc(scores, labels):
   for v in np.unique(s):   # average ranks over ties
     ranks[s == v] = ranks[s == v].mean()
   return float((ranks[y == 1].sum() - npos * (npos + 1) / 2) / (npos * nneg))
+
+
+def paired_gain(before, after) -> dict:
+  """How the local model moved between two evaluations on the same problems (F8: "is RL's
+  change in local accuracy more than noise?"). before[i], after[i]: problem i's scores (right =
+  1). delta: mean(after) - mean(before); gained / lost: problems wrong -> right / right -> wrong;
+  p: exact two-sided McNemar test (binomial on the gained + lost discordant pairs; 1.0 when
+  there are none). Pooling seeds: add gained and lost, then `mcnemar_p`."""
+  b, a = np.asarray(before, float) >= 1, np.asarray(after, float) >= 1
+  if b.shape != a.shape:
+    raise ValueError(f"paired_gain needs the same problems: {b.shape} vs {a.shape}")
+  gained, lost = int((a & ~b).sum()), int((b & ~a).sum())
+  return {"delta": float(np.mean(after) - np.mean(before)) if len(b) else 0.0,
+          "gained": gained, "lost": lost, "n": int(len(b)), "p": mcnemar_p(gained, lost)}
+
+
+def mcnemar_p(gained: int, lost: int) -> float:
+  """Exact two-sided McNemar p-value: P(a split at least as uneven as gained / lost | the
+  discordant pairs are a fair coin)."""
+  n = gained + lost
+  if n == 0:
+    return 1.0
+  tail = sum(math.comb(n, i) for i in range(min(gained, lost) + 1))
+  return float(min(1.0, 2 * tail / 2 ** n))
 
 
 def acc_at_budget(local, cloud, scores, tau: float) -> dict:

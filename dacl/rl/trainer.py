@@ -121,7 +121,8 @@ def evaluate_collab(sampler, task, examples, spec, bridge, tau, router, config, 
   R_cap = np.where(ok & within, np.nan_to_num(cloud_scores), np.where(offload, local, own))
   U_cap = (offload & within).mean()
   out = {"R": float(R.mean()), "R_cap": float(R_cap.mean()), "L": float(local.mean()),
-         "U": float(offload.mean()), "U_ok": float(ok.mean()), "U_cap": float(U_cap)}
+         "U": float(offload.mean()), "U_ok": float(ok.mean()), "U_cap": float(U_cap),
+         "local_scores": [float(x) for x in local]}
   if offload_report:
     before, cached = dict(bridge.stats), {k for k in keys if k in bridge.cache}
     every = bridge.collect(keys)
@@ -349,6 +350,8 @@ def run_one(config, run_dir, algo_name, seed, shared_dir) -> dict:
                            tok, seed, offload_report=last) for j in range(K)]
     for key in ("R", "R_cap", "L", "U", "U_ok", "U_cap"):
       rec.setdefault(key, []).append([r[key] for r in row])
+    # the task's own problems right after its training, paired with init_local for L_gain
+    rec.setdefault("local_after_own", []).append(row[k]["local_scores"])
     if last:
       for key in ("offload_auroc", "acc_at_budget", "offload_score"):
         rec[key] = [r[key] for r in row]
@@ -373,6 +376,11 @@ def run_one(config, run_dir, algo_name, seed, shared_dir) -> dict:
       "post_switch_train_reward": cm.post_switch_accuracy(rec["step_rewards"], m_first),
       "usage_last_quarter": cm.usage_last_quarter(rec["step_usage"]),
       "L_init": rec["L_init"], "L_over_steps": rec.get("L_over_steps", []),
+      # per task: local accuracy right after its own training against the warm start's, on the
+      # same held-out problems (a run resumed from before this field has no per-problem record)
+      "L_gain": [cm.paired_gain(rec["init_local"][k], own)
+                 for k, own in enumerate(rec["local_after_own"])]
+                if len(rec.get("local_after_own", [])) == K else None,
       "offload_auroc": rec["offload_auroc"],
       "acc_at_budget": rec["acc_at_budget"], "offload_score": rec["offload_score"][0],
       "offload_auroc_init": rec["offload_auroc_init"],
@@ -414,6 +422,13 @@ def aggregate(per_seed: list) -> dict:
     out[key] = [None if any(v is None for v in c) else
                 {f: float(np.mean([v[f] for v in c])) for f in ("policy", "random", "oracle")}
                 for c in cols]
+  gains = [r.get("L_gain") for r in per_seed]
+  if all(gains):   # pooled over seeds (each seed's held-out set is its own draw)
+    out["L_gain"] = []
+    for col in zip(*gains):
+      g, l = sum(x["gained"] for x in col), sum(x["lost"] for x in col)
+      out["L_gain"].append({"delta": float(np.mean([x["delta"] for x in col])), "gained": g,
+                            "lost": l, "n": sum(x["n"] for x in col), "p": cm.mcnemar_p(g, l)})
   curves = [r.get("L_over_steps") or [] for r in per_seed]
   if curves[0] and all([p[0] for p in c] == [p[0] for p in curves[0]] for c in curves):
     out["L_over_steps"] = [[p[0], np.mean([c[i][1] for c in curves], axis=0).round(4).tolist()]
@@ -499,6 +514,8 @@ def eval_runs(config, workdir: str, step=None) -> dict:
         router.fit(feats[: len(calib) // 2], failed[: len(calib) // 2], feats[len(calib) // 2:])
       rows = [evaluate_collab(sampler, t, ev, spec, bridge, tau, router, config, tok, int(seed))
               for t, ev in zip(tasks, sd.eval_sets(config, tasks, int(seed)))]
+      for r in rows:
+        r.pop("local_scores")
       bridge.close()
       out["runs"][f"{algo}_s{seed}"] = {"step": got, "per_task": rows}
   write_json_atomic(os.path.join(workdir, "eval.json"), out)

@@ -13,7 +13,9 @@ def get_base() -> ml_collections.ConfigDict:
       decode_dtype="float32",  # serving and `dacl eval`: "float32", "bfloat16" or "int8"
                                # (weight-only, per-channel; dacl/models/quant.py)
       max_seq_len=256,        # KV cache / sequence limit
-      remat="none"))          # training memory: "none" or "block" (ModelConfig.remat)
+      remat="none",           # training memory: "none" or "block" (ModelConfig.remat)
+      n_layers=0))            # 0: the weights' / preset's depth; N: only the first N blocks
+                              # (a shallow smoke-test model from real weights; the tests use it)
   c.task = ml_collections.ConfigDict(dict(
       name="chain_sum", prompt_format="expression", path="", chat=False,
       train_size=20000, kwargs=ml_collections.ConfigDict()))

@@ -5,8 +5,14 @@ from dacl.models.config import get_preset
 
 
 def model_overrides(mcfg) -> dict:
-  return {"dtype": mcfg.dtype, "param_dtype": mcfg.param_dtype, "max_seq_len": mcfg.max_seq_len,
-          "remat": mcfg.get("remat", "none")}
+  out = {"dtype": mcfg.dtype, "param_dtype": mcfg.param_dtype, "max_seq_len": mcfg.max_seq_len,
+         "remat": mcfg.get("remat", "none")}
+  n = int(mcfg.get("n_layers", 0))
+  if n < 0:
+    raise ValueError(f"model.n_layers must be >= 0 (0: all of the model's blocks), got {n}")
+  if n:
+    out["n_layers"] = n
+  return out
 
 
 def build_model_and_tokenizer(mcfg, seed: int, mesh=None, lora=None):

@@ -23,6 +23,10 @@ _RL_SMALL = ["--config.warmstart.steps=8", "--config.warmstart.examples_per_task
              "--config.stream.post_switch_steps=1", "--config.stream.space_draws=200",
              "--config.train.save_every=1000", "--config.warmstart.calib_examples=32",
              "--config.warmstart.calib_steps=2"]
+# SmolLM2 runs keep its first 2 of 30 blocks (`model.n_layers`: real weights, tokenizer and
+# chat template, a fifteenth of the compile and step time); the full model's load, greedy
+# answers and parity are tested in tests/test_smollm2.py and tests/test_serve.py.
+_SMOLLM2_SHALLOW = ["--config.model.n_layers=2"]
 # config basename -> overrides that shorten it (appended after the README's own arguments)
 SHORT = {
     "dagrpo_stream.py": _RL_SMALL + ["--config.stream.steps=(1,1,1)"],
@@ -31,7 +35,7 @@ SHORT = {
     # every algorithm runs in tests/test_dagrpo_e2e.py::test_all_algorithms_share_the_path
     "compare_stream.py": _RL_SMALL + ["--config.stream.steps=(1,1,1)", "--config.seeds=(0,)",
                                       "--config.algorithms=('dagrpo','random_offload')"],
-    "dagrpo_smollm2_gsm.py": [
+    "dagrpo_smollm2_gsm.py": _SMOLLM2_SHALLOW + [
         "--config.warmstart.steps=1", "--config.warmstart.batch_size=2",
         "--config.warmstart.examples_per_task=4", "--config.warmstart.seq_len=320",
         "--config.stream.steps=(1,1)", "--config.stream.train_size=8",
@@ -41,7 +45,7 @@ SHORT = {
     "sft_arith.py": ["--config.train.steps=4", "--config.train.batch_size=16",
                      "--config.task.train_size=128", "--config.eval.num_examples=8",
                      "--config.train.eval_every=0", "--config.train.log_every=2"],
-    "sft_smollm2_gsm8k.py": ["--config.train.steps=1", "--config.train.batch_size=2",
+    "sft_smollm2_gsm8k.py": _SMOLLM2_SHALLOW + ["--config.train.steps=1", "--config.train.batch_size=2",
                              "--config.task.train_size=8", "--config.eval.num_examples=2",
                              "--config.eval.max_new_tokens=4"],
 }
@@ -51,7 +55,7 @@ _ADA = ["--config.stage1.steps=2", "--config.stage1.examples_per_task=16",
         "--config.adaswitch.batch_rows=4", "--config.adaswitch.space_draws=50",
         "--config.adaswitch.max_steps=2", "--config.adaswitch.thresholds=(0.5,)",
         "--config.adaswitch.calib_per_task=2"]
-SHORT["adaswitch_smollm2_gsm.py"] = _ADA + [
+SHORT["adaswitch_smollm2_gsm.py"] = _ADA + _SMOLLM2_SHALLOW + [
     "--config.stage1.batch_size=1", "--config.stage3.batch_size=1", "--config.stage1.seq_len=384",
     "--config.stage3.seq_len=384", "--config.adaswitch.step_max_tokens=8",
     "--config.adaswitch.max_steps=1",
@@ -227,7 +231,8 @@ def _start_server(cmd, port, cloud_port=None):
   env = {**os.environ, "JAX_PLATFORMS": "cpu"}
   # SmolLM2's warm-up compiles 12 shapes at 1,024 context (~40 s); the test sends one request.
   # Warm-up itself is tested on the tiny servers here and in tests/test_serve_stream.py.
-  short = ["--config.serve.warmup=False"] if _config_of(cmd) == "serve_smollm2.py" else []
+  short = (["--config.serve.warmup=False", *_SMOLLM2_SHALLOW]
+           if _config_of(cmd) == "serve_smollm2.py" else [])
   p = subprocess.Popen([sys.executable, "-m", "dacl.cli", *_argv(cmd, port=port, cloud_port=cloud_port),
                         *short],
                        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)

@@ -24,6 +24,24 @@ def test_load_api_embedded():
     dacl.load("no-such-model")
 
 
+def test_n_layers_keeps_the_first_blocks_of_the_weights(smollm2):
+  """model.n_layers = N: a shallow model from real weights (the README tests' SmolLM2 runs)."""
+  full = smollm2[0]
+  model, tok = dacl.load("smollm2-135m-instruct", n_layers=2)
+  assert model.cfg.n_layers == 2 and len(model.layers) == 2
+  for i in range(2):
+    np.testing.assert_array_equal(model.layers[i].wq[...], full.layers[i].wq[...])
+    np.testing.assert_array_equal(model.layers[i].w_down[...], full.layers[i].w_down[...])
+  np.testing.assert_array_equal(model.embed[...], full.embed[...])
+  with pytest.raises(ValueError, match="have 30 blocks"):
+    dacl.load("smollm2-135m-instruct", n_layers=31)
+  from dacl.build import model_overrides
+  import ml_collections
+  with pytest.raises(ValueError, match="n_layers must be >= 0"):
+    model_overrides(ml_collections.ConfigDict(dict(dtype="float32", param_dtype="float32",
+                                                   max_seq_len=64, n_layers=-1)))
+
+
 def test_unpermute_inverts_llama_cpp_permute():
   rng = np.random.default_rng(0)
   w = rng.normal(size=(3 * 8, 5))

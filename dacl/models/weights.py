@@ -52,7 +52,8 @@ def config_from_hf(hf: dict, **overrides) -> ModelConfig:
       qkv_bias=(mt == "qwen2") or bool(hf.get("attention_bias", False)),
       qk_norm=(mt == "qwen3"), tie_embeddings=bool(hf.get("tie_word_embeddings", False)),
       max_seq_len=hf.get("max_position_embeddings", 2048))
-  return cfg.replace(**overrides) if overrides else cfg
+  return _with_overrides(cfg, overrides)
+
 
 
 def config_to_hf(cfg: ModelConfig, model_type: str = "llama") -> dict:
@@ -289,6 +290,15 @@ def read_gguf(path: str) -> tuple[dict, dict[str, np.ndarray]]:
   return fields, tensors
 
 
+def _with_overrides(cfg: ModelConfig, overrides: dict) -> ModelConfig:
+  """cfg with ModelConfig overrides; n_layers may only cut the weights' depth (first N blocks)."""
+  n = overrides.get("n_layers")
+  if n is not None and not 0 < n <= cfg.n_layers:
+    raise ValueError(f"n_layers={n}: these weights have {cfg.n_layers} blocks; keep 1 to "
+                     f"{cfg.n_layers} of them")
+  return cfg.replace(**overrides) if overrides else cfg
+
+
 def config_from_gguf(fields: dict, **overrides) -> ModelConfig:
   arch = fields.get("general.architecture")
   if arch != "llama":
@@ -304,7 +314,7 @@ def config_from_gguf(fields: dict, **overrides) -> ModelConfig:
       rope_theta=float(a("rope.freq_base", 10000.0)),
       norm_eps=float(a("attention.layer_norm_rms_epsilon", 1e-5)),
       tie_embeddings=True, max_seq_len=int(a("context_length", 2048)))
-  return cfg.replace(**overrides) if overrides else cfg
+  return _with_overrides(cfg, overrides)
 
 
 def load_gguf(path: str, mesh=None, **overrides):
@@ -315,7 +325,7 @@ def load_gguf(path: str, mesh=None, **overrides):
   cfg = config_from_gguf(fields)
   if "output.weight" in tensors:
     cfg = cfg.replace(tie_embeddings=False)
-  cfg = cfg.replace(**overrides) if overrides else cfg
+  cfg = _with_overrides(cfg, overrides)
 
   def get(name, layer):
     if name == "embed":

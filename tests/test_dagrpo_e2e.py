@@ -183,7 +183,7 @@ def test_resume_mid_stream_equals_uninterrupted(tmp_path):
 def test_arith_to_code_stream_with_forgetting_options(tmp_path):
   """The arithmetic → code stream (warm start on the first task only; the code task's rewards
   run in the sandbox) with every forgetting option on: replay, λ reset, KL to the previous
-  task's policy."""
+  task's policy; and dynamic sampling (twice the prompts drawn, half kept)."""
   cfg = os.path.join(ROOT, "configs", "stream_arith_code.py")
   small = [a for a in SMALL if not a.startswith("--config.stream.steps")]
   r = dacl("train", f"--config={cfg}", f"--workdir={tmp_path}", *small,
@@ -192,7 +192,8 @@ def test_arith_to_code_stream_with_forgetting_options(tmp_path):
            "--config.budget.lam_reset=True", "--config.rl.lam_init=0.5",
            "--config.rl.beta=0.05", "--config.rl.kl_anchor=previous_task",
            "--config.warmstart.marker_on=failures", "--config.warmstart.calib_examples=48",
-           "--config.warmstart.calib_steps=3", "--config.rl.decision_weight=4")
+           "--config.warmstart.calib_steps=3", "--config.rl.decision_weight=4",
+           "--config.rl.dynamic_sampling=2")
   assert r.returncode == 0, r.stderr[-3000:]
   res = json.load(open(tmp_path / "results.json"))
   assert res["tasks"] == ["add2", "code"] and res["warmstart_tasks"] == ["add2"]

@@ -189,3 +189,22 @@ def test_budget_marks_cap_the_failures_at_the_budget_least_confident_first():
   assert np.flatnonzero(budget_marks(failed, logp, 0.2)).tolist() == [2, 4]
   assert not budget_marks(failed, logp, 0.0).any()
   assert np.flatnonzero(budget_marks(failed, logp, 1.0)).tolist() == [0, 2, 4]
+
+
+def test_dynamic_sampling_keeps_groups_whose_rows_differ_in_draw_order():
+  from dacl.rl.rollout import Rollout
+  from dacl.rl.trainer import keep_informative_groups
+  G, N = 2, 10
+  reward = np.array([1, 1, 0, 1, 0, 0, 1, 0, 1, 1], float)   # groups: same, differ, same, differ, same
+  cost = np.array([0, 0, 0, 0, 0, 0, 0, 0, 1, 0], float)     # group 4 differs in cost only
+  arr = lambda: np.arange(N * 3).reshape(N, 3)
+  ro = Rollout(prompt_ids=[[g] for g in range(5)], tokens=arr(), old_logp=arr() * 0.5,
+               mask=arr() > 2, reward=reward, cost=cost, offload=cost > 0, cloud_ok=cost > 0,
+               local_correct=reward, faults=3, texts=[f"t{i}" for i in range(N)])
+  out = keep_informative_groups(ro, G, 3)
+  assert out.prompt_ids == [[1], [3], [4]] and out.faults == 3
+  assert out.texts == ["t2", "t3", "t6", "t7", "t8", "t9"]
+  np.testing.assert_array_equal(out.tokens, ro.tokens[[2, 3, 6, 7, 8, 9]])
+  np.testing.assert_array_equal(out.reward, reward[[2, 3, 6, 7, 8, 9]])
+  # too few informative groups: topped up with the first uninformative ones, in draw order
+  assert keep_informative_groups(ro, G, 5).prompt_ids == [[1], [3], [4], [0], [2]]

@@ -255,7 +255,11 @@ def run_one(config, run_dir, algo_name, seed, shared_dir) -> dict:
       buf = [e for j in range(k) for e in
              sd.rl_pool(config, tasks[j], j, seed)[:int(config.stream.replay_size)]]
       replay = BatchStream(buf, n_rep, seed + 31 * k + 7)
-    batch_of = lambda i: stream.batch(i) + (replay.batch(i) if replay is not None else [])
+    one_batch = lambda i: stream.batch(i) + (replay.batch(i) if replay is not None else [])
+    # rl.dynamic_sampling = f > 1: draw f batches' prompts per step and keep B groups whose
+    # advantage is not zero for every row (DAPO's dynamic sampling); 1 = off
+    ds = max(1, int(rc.get("dynamic_sampling", 1)))
+    batch_of = lambda i: [e for j in range(ds) for e in one_batch(ds * i + j)]
     if k > 0 and rec["step_in_task"] == 0 and bool(config.budget.lam_reset) and spec.dual:
       rec["lam"] = rec["lam_integral"] = float(rc.lam_init)   # λ reset at the switch
     if rc.beta and k > 0 and str(rc.kl_anchor) == "previous_task":
@@ -298,6 +302,10 @@ def run_one(config, run_dir, algo_name, seed, shared_dir) -> dict:
         nxt = start(s + 1, gstep + 1)
       ro = finish_rollout(pending, task_of, G, bridge)
       pending = nxt
+      full = ro   # every sampled group: the run's usage and reward; `ro` is what trains
+      usage = float(ro.cost.mean())   # attempted offloads, answered or faulted: what λ sees
+      if ds > 1:
+        ro = keep_informative_groups(ro, G, B)
       adv = compute_advantages(ro.reward.reshape(B, G), ro.cost.reshape(B, G),
                                np.float32(rec["lam"]), np.float32(rc.gamma), scale=rc.scale,
                                shaped=spec.shaped)
@@ -307,14 +315,13 @@ def run_one(config, run_dir, algo_name, seed, shared_dir) -> dict:
       state, m = rl_step(state, parallel.shard_batch(_micro(batch, rc.grad_accum), mesh, 1),
                          ref_params)
       refresh_sampler()
-      usage = float(ro.cost.mean())   # attempted offloads, answered or faulted: what λ sees
       if spec.dual:
         lam, integral = kernels.pi_lagrangian(rec.get("lam_integral", rec["lam"]), usage, tau,
                                               rc.lam_lr, rc.lam_kp)
         rec["lam"], rec["lam_integral"] = float(lam), float(integral)
-      rec["step_rewards"][k].append(float(ro.reward.mean()))
+      rec["step_rewards"][k].append(float(full.reward.mean()))
       rec["step_usage"][k].append(usage)
-      rec["faults"] += ro.faults
+      rec["faults"] += full.faults
       rec["global_step"], rec["step_in_task"] = gstep, s
       rec["data_position"] = s * B
       if s == M:
@@ -326,8 +333,8 @@ def run_one(config, run_dir, algo_name, seed, shared_dir) -> dict:
         t_last = time.perf_counter()
         writer.write(gstep, {
             "task": tasks[k].name, "task_index": k, "loss": float(m["loss"]),
-            "reward_mean": float(ro.reward.mean()), "local_acc": float(ro.local_correct.mean()),
-            "cloud_rate": usage, "cloud_ok_rate": float(ro.cloud_ok.mean()), "lambda": rec["lam"],
+            "reward_mean": float(full.reward.mean()), "local_acc": float(full.local_correct.mean()),
+            "cloud_rate": usage, "cloud_ok_rate": float(full.cloud_ok.mean()), "lambda": rec["lam"],
             "lambda_integral": rec.get("lam_integral", rec["lam"]),
             "kl": float(m["kl"]), "clip_frac": float(m["clip_frac"]),
             "grad_norm": float(m["grad_norm"]), "faults": rec["faults"],
@@ -439,6 +446,21 @@ def aggregate(per_seed: list) -> dict:
   out["cloud_usage_sum"] = {k: sum(u.get(k, 0) for u in usage) for k in usage[0]}
   out["per_seed"] = per_seed
   return out
+
+
+def keep_informative_groups(ro, group: int, keep: int):
+  """The first `keep` groups of a rollout whose rewards or costs differ within the group (a
+  group where every row agrees has zero advantage, so no gradient), topped up in draw order
+  with uninformative ones when too few differ."""
+  r, c = ro.reward.reshape(-1, group), ro.cost.reshape(-1, group)
+  informative = (r.std(1) > 0) | (c.std(1) > 0)
+  groups = np.argsort(~informative, kind="stable")[:keep]
+  rows = (groups[:, None] * group + np.arange(group)[None]).reshape(-1)
+  pick = lambda x: x[rows] if isinstance(x, np.ndarray) else [x[i] for i in rows]
+  return dataclasses.replace(
+      ro, prompt_ids=[ro.prompt_ids[g] for g in groups],
+      **{f.name: pick(getattr(ro, f.name)) for f in dataclasses.fields(ro)
+         if f.name not in ("prompt_ids", "faults")})
 
 
 def run_dagrpo(config, workdir: str) -> dict:

@@ -55,7 +55,6 @@ def config_from_hf(hf: dict, **overrides) -> ModelConfig:
   return _with_overrides(cfg, overrides)
 
 
-
 def config_to_hf(cfg: ModelConfig, model_type: str = "llama") -> dict:
   if model_type not in SUPPORTED_HF:
     raise ValueError(f"model_type must be one of {SUPPORTED_HF}")

@@ -65,15 +65,16 @@ def test_adaswitch_job_schema_resume_eval_report(tmp_path):
   # 0 alone wrote the run's files, and every process read stage 2 back through it.
   launch = ["bash", os.path.join(ROOT, "launch", "local_multiprocess.sh"), "--nproc", "2",
             "--port", str(free_port()), CFG, str(cut), *SHORT]
-  p = subprocess.Popen(launch, cwd=ROOT, env=launch_env(), stdout=subprocess.DEVNULL,
-                       stderr=subprocess.DEVNULL)
+  log = open(tmp_path / "first_launch.log", "w")   # both processes' output, for a failure
+  p = subprocess.Popen(launch, cwd=ROOT, env=launch_env(), stdout=log, stderr=subprocess.STDOUT)
   ck = cut / "runs" / "s0" / "stage3" / "checkpoints"
   deadline = time.time() + 900
   while time.time() < deadline and p.poll() is None and not (ck / "4" / "commit_success.txt").exists():
     time.sleep(0.05)
-  assert p.poll() is None
+  assert p.poll() is None, (tmp_path / "first_launch.log").read_text()[-3000:]
   os.kill(pid_of(1, cut), signal.SIGKILL)
   assert p.wait(timeout=120) != 0                 # the launcher stopped process 0 too
+  log.close()
   assert not (cut / "results.json").exists() and (cut / "runs" / "s0" / "stage2" / "trajectories.jsonl").exists()
   stage2 = (cut / "runs" / "s0" / "stage2" / "trajectories.jsonl").stat().st_mtime
   r = subprocess.run(launch, cwd=ROOT, env=launch_env(), capture_output=True, text=True, timeout=900)

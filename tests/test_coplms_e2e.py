@@ -52,15 +52,16 @@ def test_all_methods_schema_and_resume(tmp_path):
   # run (the proxies cross through process-gathered parameters, dacl/coplms/protocol.py)
   launch = ["bash", os.path.join(ROOT, "launch", "local_multiprocess.sh"), "--nproc", "2",
             "--port", str(free_port()), CFG, str(cut), *SHORT, "--config.coplms.methods=('coplms',)"]
-  p = subprocess.Popen(launch, cwd=ROOT, env=launch_env(), stdout=subprocess.DEVNULL,
-                       stderr=subprocess.DEVNULL)
+  log = open(tmp_path / "first_launch.log", "w")   # both processes' output, for a failure
+  p = subprocess.Popen(launch, cwd=ROOT, env=launch_env(), stdout=log, stderr=subprocess.STDOUT)
   ck = cut / "runs" / "coplms_s0" / "checkpoints"
   deadline = time.time() + 900
   while time.time() < deadline and p.poll() is None and not (ck / "1" / "commit_success.txt").exists():
     time.sleep(0.05)
-  assert p.poll() is None
+  assert p.poll() is None, (tmp_path / "first_launch.log").read_text()[-3000:]
   os.kill(pid_of(1, cut), signal.SIGKILL)
   assert p.wait(timeout=120) != 0                 # the launcher stopped process 0 too
+  log.close()
   assert not (cut / "results.json").exists() and (ck / "1").exists()
   r = subprocess.run(launch, cwd=ROOT, env=launch_env(), capture_output=True, text=True, timeout=1200)
   assert r.returncode == 0, r.stderr[-3000:]

@@ -69,6 +69,8 @@ def get_rl_base() -> ml_collections.ConfigDict:
       decision_weight=1.0,      # weight of each rollout's first token (marker or local answer)
       dynamic_sampling=1,       # f > 1: sample f x batch_prompts groups, train on batch_prompts
                                 # of them whose rows differ (DAPO's dynamic sampling)
+      partial_credit=0.0,       # w > 0: a wrong local answer earns w x its digit places right
+                                # (integer tasks) instead of 0; local accuracy stays exact
       scale="none", gamma=0.5, lam_init=0.0,
       lam_lr=0.1,        # K_i: step of the projected dual ascent (the integral term)
       lam_kp=4.0,        # K_p: proportional gain of the PI multiplier; 0 = plain dual ascent

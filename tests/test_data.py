@@ -3,7 +3,7 @@ import json
 
 import pytest
 
-from dacl.data.answers import extract_answer, numeric_reward
+from dacl.data.answers import digit_credit, extract_answer, numeric_reward
 from dacl.data import tasks
 
 
@@ -32,6 +32,23 @@ def test_hash_takes_precedence_over_later_numbers():
   assert numeric_reward("41", "42") == 0.0
   with pytest.raises(ValueError):
     numeric_reward("1", "none")
+
+
+@pytest.mark.parametrize("completion,gold,credit", [
+    ("1423", "1423", 1.0), ("231>132", "132", 1.0), ("1323", "1423", 0.75),
+    ("423", "1423", 0.75), ("12", "102", 1 / 3), ("7", "17", 0.5), ("-5", "5", 0.0),
+    ("no number", "5", 0.0), ("2.5", "2", 0.0), ("-131", "-132", 2 / 3)])
+def test_digit_credit(completion, gold, credit):
+  assert digit_credit(completion, gold) == pytest.approx(credit)
+
+
+def test_partial_credit_only_where_digits_mean_something():
+  arith = tasks.make_task("chain_sum")
+  ex = arith.examples("train", 1, seed=0)[0]
+  assert arith.partial_credit_many([ex.answer], [ex]) == [1.0]
+  text = tasks.make_task("spell_backward")
+  tex = text.examples("train", 1, seed=0)[0]
+  assert text.partial_credit_many(["7"], [tex]) == [0.0]
 
 
 @pytest.mark.parametrize("name", ["basic_arithmetic", "chain_sum", "gsm_symbolic", "products",

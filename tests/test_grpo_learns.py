@@ -12,7 +12,7 @@ from flax import nnx
 
 from dacl.models.config import get_preset
 from dacl.models.decoder import create_model
-from dacl.rl.rollout import collaborative_rollout, training_batch
+from dacl.rl.rollout import PendingRollout, collaborative_rollout, finish_rollout, training_batch
 from dacl.rl.step import compute_advantages, make_rl_step
 from dacl.sampling import Sampler
 from dacl.tokenizers import ByteTokenizer
@@ -52,3 +52,20 @@ def test_grpo_raises_the_reward_of_a_toy_task():
     sampler.update_state(nnx.state(state_model(graphdef, state)))
   assert np.mean(rewards[:2]) < 0.7, rewards
   assert np.mean(rewards[-3:]) > 0.9, rewards
+
+
+def test_partial_credit_rewards_wrong_local_answers_by_their_digits():
+  """`rl.partial_credit = w`: a wrong local answer earns w x its digit places right; a right one
+  1; `local_correct` (what local accuracy reports) stays exact."""
+  from dacl.data.tasks import make_task
+  task = make_task("chain_sum")
+  ex = types.SimpleNamespace(prompt="47+85=", answer="132", task="add")
+  texts = ["132", "122", "99", "x"]
+  out = types.SimpleNamespace(texts=texts, tokens=np.zeros((4, 2), np.int32),
+                              logprobs=np.zeros((4, 2)), mask=np.ones((4, 2), bool))
+  pend = PendingRollout([ex], ["k"], [[1]], out, np.zeros(4, bool), np.ones(4, bool), False)
+  exact = finish_rollout(pend, lambda e: task, 4, None)
+  shaped = finish_rollout(pend, lambda e: task, 4, None, partial_credit=0.5)
+  np.testing.assert_allclose(exact.reward, [1, 0, 0, 0])
+  np.testing.assert_allclose(shaped.reward, [1, 0.5 * 2 / 3, 0, 0])
+  np.testing.assert_allclose(shaped.local_correct, [1, 0, 0, 0])

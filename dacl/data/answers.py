@@ -67,3 +67,17 @@ def numeric_reward(completion: str, gold: str) -> float:
   if g is None:
     raise ValueError(f"gold answer {gold!r} has no number")
   return float(numbers_match(extract_answer(completion), g))
+
+
+def digit_credit(completion: str, gold: str) -> float:
+  """Partial credit for an integer answer: the share of digit places (aligned from the units
+  digit, over the longer of the two numbers) where the completion's final number agrees with
+  the gold; 0.0 for a wrong sign, a non-integer on either side or no number. "1323" against
+  gold "1423" -> 0.75; "423" -> 0.75 (three places right of four); an exact match -> 1.0."""
+  g, p = extract_answer(gold), extract_answer(completion)
+  if g is None or p is None or g != int(g) or p != int(p) or (g < 0) != (p < 0):
+    return 0.0
+  a, b = str(abs(int(p))), str(abs(int(g)))
+  short = min(len(a), len(b))   # places beyond the shorter number count as wrong
+  right = sum(x == y for x, y in zip(a[-short:], b[-short:]))
+  return right / max(len(a), len(b))

@@ -106,3 +106,6 @@ class FitFormulaTask(Task):
 
   def score(self, completion: str, ex: Example) -> float:
     return self.score_many([completion], [ex])[0]
+
+  def partial_credit_many(self, completions, examples) -> list:
+    return [0.0] * len(completions)   # a formula's "closeness" is not its digits

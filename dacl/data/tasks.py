@@ -24,7 +24,7 @@ import os
 import random
 from typing import Callable, Iterator, Optional
 
-from dacl.data.answers import extract_answer, numeric_reward
+from dacl.data.answers import digit_credit, extract_answer, numeric_reward
 from dacl.data.splits import (SplitTooSmallError, TaskError, canonical_form, check_split,
                               chao1, generator_seed, split_of)
 
@@ -146,6 +146,12 @@ class Task:
     """Scores of a batch (tasks whose scoring has a fixed cost per call, like running code in a
     sandboxed process, do it once for the batch)."""
     return [self.score(c, e) for c, e in zip(completions, examples)]
+
+  def partial_credit_many(self, completions, examples) -> list:
+    """Credit in [0, 1] for how close each answer is (`rl.partial_credit`): the share of an
+    integer gold's digit places the answer has right (`answers.digit_credit`). Tasks without a
+    notion of "close" return 0."""
+    return [digit_credit(c, e.answer) for c, e in zip(completions, examples)]
 
 
 # prompt_format "compact": short prompts a byte-level model can learn, for families whose
@@ -281,6 +287,11 @@ class ReasoningGymTask(Task):
     if self.rg_name in TEXT_FAMILIES:
       return text_match(completion, ex.answer)
     return numeric_reward(completion, ex.answer)
+
+  def partial_credit_many(self, completions, examples) -> list:
+    if self.rg_name in TEXT_FAMILIES:
+      return [0.0] * len(completions)
+    return super().partial_credit_many(completions, examples)
 
 
 for _n in ("basic_arithmetic", "chain_sum", "gsm_symbolic", "products", "leg_counting",

@@ -92,19 +92,24 @@ def start_rollout(sampler: Sampler, examples: Sequence, *, group: int, max_new_t
   return PendingRollout(list(examples), keys, prompt_ids, out, offload, grad_rows, policy_routes)
 
 
-def score_rows(task_of, texts, examples) -> np.ndarray:
-  """Scores of (text, example) rows, each task scoring its rows as one batch (`score_many`)."""
+def score_rows(task_of, texts, examples, method: str = "score_many") -> np.ndarray:
+  """Scores of (text, example) rows, each task scoring its rows as one batch (`score_many`, or
+  `partial_credit_many` for partial credit)."""
   out = np.zeros(len(texts))
   groups: dict = {}
   for i, ex in enumerate(examples):
     groups.setdefault(id(task_of(ex)), (task_of(ex), []))[1].append(i)
   for task, idx in groups.values():
-    out[idx] = task.score_many([texts[i] for i in idx], [examples[i] for i in idx])
+    out[idx] = getattr(task, method)([texts[i] for i in idx], [examples[i] for i in idx])
   return out
 
 
-def finish_rollout(p: PendingRollout, task_of, group: int, bridge) -> Rollout:
-  """Wait for the batch's cloud answers and compute rewards. task_of(example) -> Task."""
+def finish_rollout(p: PendingRollout, task_of, group: int, bridge,
+                   partial_credit: float = 0.0) -> Rollout:
+  """Wait for the batch's cloud answers and compute rewards. task_of(example) -> Task.
+
+  partial_credit = w > 0: a wrong local answer earns w x its task's partial credit (for
+  integers, the share of digit places right) instead of 0; `local_correct` stays exact."""
   G, out, offload = group, p.out, p.offload
   N = len(p.examples) * G
   local_correct = np.zeros(N)
@@ -120,6 +125,11 @@ def finish_rollout(p: PendingRollout, task_of, group: int, bridge) -> Rollout:
   if bridge is not None:
     bridge.forget(p.keys)
   reward[:] = local_correct   # also a faulted offload's fallback (none for a marker row)
+  wrong = [n for n in rows if local_correct[n] == 0.0]
+  if partial_credit > 0.0 and wrong:
+    reward[wrong] = partial_credit * score_rows(task_of, [out.texts[n] for n in wrong],
+                                                [p.examples[n // G] for n in wrong],
+                                                "partial_credit_many")
   for n in range(N):
     r = answers.get(p.keys[n // G]) if offload[n] else None
     cloud_ok[n] = r is not None and r.ok

@@ -300,7 +300,7 @@ def run_one(config, run_dir, algo_name, seed, shared_dir) -> dict:
       # drains before checkpoints and task ends, so a resumed run equals an uninterrupted one.
       if rc.pipeline and s < n_steps and not ckpt.should_save(gstep):
         nxt = start(s + 1, gstep + 1)
-      ro = finish_rollout(pending, task_of, G, bridge)
+      ro = finish_rollout(pending, task_of, G, bridge, float(rc.get("partial_credit", 0.0)))
       pending = nxt
       full = ro   # every sampled group: the run's usage and reward; `ro` is what trains
       usage = float(ro.cost.mean())   # attempted offloads, answered or faulted: what λ sees

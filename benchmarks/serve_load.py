@@ -9,18 +9,21 @@ subprocess (warm-up at start is the server's own), drives it with N concurrent s
    "ttft_p50_ms", "ttft_p99_ms", "tpot_p50_ms", "tpot_p99_ms", "errors", "start_s",
    "background_compile_s"}
 then one line per client count with the continuous / static ratios (and continuous /
-continuous-all, the engine with every step over all slots, when both ran). Latency is request start to
+continuous-all, the engine with every step over all slots, and continuous-chunk / continuous,
+the engine with 8 decode steps per call, when both ran). Latency is request start to
 the last byte; TTFT is to the first content delta (the static engine sends a choice's text in
 one piece when it is done, so its TTFT is its latency); TPOT is the time per output token after
 the first (latency minus TTFT over tokens minus one). An untimed load at the same concurrency
 runs first. start_s: seconds from launching the server to /health answering (model load +
-warm-up); background_compile_s: seconds more until the continuous engine's 1- and 4-row steps,
-compiled on a second thread after start, are all ready (no timed window overlaps them).
+warm-up); background_compile_s: seconds more until the continuous engine's 1- and 4-row steps
+and chunked steps, compiled on a second thread after start, are all ready (no timed window
+overlaps them).
 
   python benchmarks/serve_load.py                       # SmolLM2, 1/8/16/32 clients
   python benchmarks/serve_load.py --config configs/serve_tiny.py --clients 1,8 --seconds 5
   python benchmarks/serve_load.py --startup             # start-up: cold vs warm compile cache
   python benchmarks/serve_load.py --engines continuous-all,continuous --clients 1,4,8,16
+  python benchmarks/serve_load.py --engines static,continuous,continuous-chunk --clients 1,4,16
 """
 import argparse
 import asyncio
@@ -54,6 +57,8 @@ ENGINES = {   # --engines name -> `dacl serve` overrides
     "continuous": ["--config.serve.engine=continuous"],
     # every step over all slots (the engine before its 1- and 4-row steps)
     "continuous-all": ["--config.serve.engine=continuous", "--config.serve.row_buckets=()"],
+    # 8 decode steps per call while no request waits (serve.decode_chunk; off by default)
+    "continuous-chunk": ["--config.serve.engine=continuous", "--config.serve.decode_chunk=8"],
 }
 
 
@@ -200,6 +205,9 @@ def main():
     if rows.get(("continuous-all", n)) and c:
       emit(bench="serve_row_buckets_ratio", clients=n,
            tok_s_ratio=round(c["tok_s"] / max(rows[("continuous-all", n)]["tok_s"], 1e-9), 2))
+    if rows.get(("continuous-chunk", n)) and c:
+      emit(bench="serve_chunk_ratio", clients=n,
+           tok_s_ratio=round(rows[("continuous-chunk", n)]["tok_s"] / max(c["tok_s"], 1e-9), 2))
     if s and c:
       emit(bench="serve_load_ratio", clients=n, tok_s_ratio=round(c["tok_s"] / max(s["tok_s"], 1e-9), 2),
            rps_ratio=round(c["rps"] / max(s["rps"], 1e-9), 2),

@@ -23,6 +23,10 @@ def get_serve_base() -> ml_collections.ConfigDict:
       # row_buckets: the continuous engine also steps over only the first 1 or 4 slots when
       # every active row lies there (compiled in the background after start); () = never
       row_buckets=(1, 4),
+      # decode_chunk: while no request waits, the continuous engine runs this many decode steps
+      # per call (one lax.scan), so per-step host work is paid once per chunk. 1 = off: on CPU
+      # the step is device-bound and a chunk delays joining requests (BUILD_NOTES.md, F7)
+      decode_chunk=1,
       checkpoint=""))         # a `dacl train` checkpoints/ dir: serve that policy's parameters
   # collab.mode (with --collab): "marker" = the local model offloads whole requests by emitting
   # the offload marker, under budget.tau; "adaswitch" = step-level switching (the local model

@@ -10,6 +10,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from flax import nnx
 
 from dacl.models.config import get_preset
 from dacl.models.decoder import create_model
@@ -27,7 +28,7 @@ def engine():
   # peaky, varied predictions; not test_sampling's model (whose compile counts it checks)
   cfg = get_preset("tiny", n_layers=2, init_std=0.29)
   model, tok = create_model(cfg, seed=1), ByteTokenizer()
-  e = ContinuousEngine(model, tok, slots=4, max_cache_len=128)
+  e = ContinuousEngine(model, tok, slots=4, max_cache_len=128, decode_chunk=8)
   e.warmup()
   assert e.wait_small_steps(timeout=120)   # the 1-row steps, compiled in the background
   yield e, Sampler(model, tok, max_cache_len=128)
@@ -70,12 +71,36 @@ def test_a_lone_request_steps_over_one_row_and_decodes_the_same(engine):
     assert f.result(timeout=60).completions[0].text == want.texts[0], p
 
 
+def test_chunked_steps_decode_what_single_steps_decode(engine):
+  """decode_chunk = 8 (the fixture's engine): a lone request runs on chunked steps, and greedy
+  and seeded sampled tokens equal those of an engine that steps one token per call, including
+  rows that stop mid-chunk (max_tokens not a multiple of 8)."""
+  e, _ = engine
+  one = ContinuousEngine(nnx.merge(e.graphdef, e.state), e.tokenizer, slots=4, max_cache_len=128,
+                         decode_chunk=1, row_buckets=())
+  try:
+    before = e.stats["chunk_steps"]
+    for params in (GenParams(max_tokens=45, temperature=0.0),
+                   GenParams(max_tokens=37, temperature=1.0, top_k=20, seed=5)):
+      ids = e.tokenizer.encode("12+34=")
+      got = e.submit(ids, params).result(timeout=60).completions[0]
+      want = one.submit(ids, params).result(timeout=60).completions[0]
+      assert (got.text, got.tokens, got.finish_reason) == (want.text, want.tokens,
+                                                           want.finish_reason)
+    assert e.stats["chunk_steps"] - before >= 8
+    assert one.stats["chunk_steps"] == 0
+  finally:
+    one.close()
+
+
 def test_a_short_request_leaves_before_a_long_one_ends(engine):
   e, _ = engine
   tok, done = e.tokenizer, {}
-  long = e.submit(tok.encode("long"), GenParams(max_tokens=100, temperature=0.0))
+  started = threading.Event()
+  long = e.submit(tok.encode("long"), GenParams(max_tokens=100, temperature=0.0),
+                  listener=lambda g, d, f: started.set())
   long.add_done_callback(lambda f: done.setdefault("long", time.perf_counter()))
-  time.sleep(0.02)
+  assert started.wait(60)   # the long row is decoding (a fixed sleep raced chunked steps)
   short = e.submit(tok.encode("short"), GenParams(max_tokens=2, temperature=0.0))
   short.add_done_callback(lambda f: done.setdefault("short", time.perf_counter()))
   long.result(timeout=60), short.result(timeout=60)

@@ -41,7 +41,8 @@ def build_app(config, workdir: Optional[str] = None, collab: Optional[bool] = No
   if sc.engine == "continuous":
     from dacl.serve.continuous import ContinuousEngine
     engine = ContinuousEngine(model, tok, slots=sc.max_batch, max_cache_len=config.model.max_seq_len,
-                              seed=int(config.seed), row_buckets=tuple(sc.get("row_buckets", (1, 4))))
+                              seed=int(config.seed), row_buckets=tuple(sc.get("row_buckets", (1, 4))),
+                              decode_chunk=int(sc.get("decode_chunk", 1)))
     if sc.warmup:
       t = time.perf_counter()
       engine.warmup()

@@ -14,8 +14,13 @@ Tokens are streamed to listeners as text deltas (held back while they could stil
 of a stop string, or end in a partial UTF-8 character). `submit` gives a Future of the whole
 GenResult, with the same API as the static BatchingEngine, so `--collab` runs on either.
 
-Compiled shapes: the step (one), and the prefill per prompt bucket; `warmup()` compiles them all
-before the server accepts requests.
+While no request waits to be admitted, `decode_chunk` steps run as one call (`slot_steps`, a
+`lax.scan` of the step), so the host's per-step work is paid once per chunk.
+
+Compiled shapes: the step per attention-length bucket, and the prefill per prompt bucket;
+`warmup()` compiles them before the server accepts requests. Steps over fewer slots (row
+buckets) and chunked steps compile on a background thread; until one is ready the single step
+over all slots serves.
 """
 from __future__ import annotations
 
@@ -55,23 +60,10 @@ def prefill_row(graphdef, state, tokens, n):
   return logits, KVCache(cache.k, cache.v, cache.mask, jnp.asarray(n, jnp.int32))
 
 
-@functools.partial(jax.jit, static_argnames=("graphdef", "kv_len", "rows"),
-                   donate_argnames=("cache",))
-def slot_step(graphdef, state, cache, tokens, positions, active, key_data, counts, temperature,
-              top_k, top_p, ban_id, *, kv_len: int, rows: Optional[int] = None):
-  """One decode step over the first `rows` slots (static; None: all N). tokens / positions /
-  active / counts / temperature / top_k / top_p / ban_id [N]; key_data [N, 2] uint32 (each row's
-  key) -> (next token [N] (0 past `rows`), its logp [N], cache). Row n samples with
-  fold_in(key n, counts n). An inactive slot's write is masked out and its index does not move.
-  Attention reads the first kv_len positions (static: a bucket above every active slot's index).
-
-  With rows < N every active slot must lie below `rows`. The step then runs on a copy of the
-  filled corner of the cache ([rows, ..., kv_len]: the part attention reads anyway) and writes
-  back only the new token's column, so its GEMMs have `rows` rows, not N: XLA CPU's small-M
-  GEMMs cost roughly in proportion to M (BUILD_NOTES.md, F7)."""
-  model = nnx.merge(graphdef, state)
+def _decode_once(model, cache, tokens, positions, active, key_data, counts, temperature, top_k,
+                 top_p, ban_id, kv_len: int, R: int):
+  """The body of `slot_step` on a merged model (see there); also the body of `slot_steps`."""
   N = cache.mask.shape[0]
-  R = N if rows is None else min(int(rows), N)
   keys = jax.vmap(jax.random.fold_in)(jax.random.wrap_key_data(key_data[:R]), counts[:R])
   act = active[:R]
   if R == N:
@@ -95,6 +87,50 @@ def slot_step(graphdef, state, cache, tokens, positions, active, key_data, count
   index = jnp.where(active, jnp.pad(new.index, (0, N - R)), cache.index)
   pad = lambda x: jnp.pad(x, (0, N - R))
   return pad(tok), pad(lp), KVCache(k, v, mask, index)
+
+
+@functools.partial(jax.jit, static_argnames=("graphdef", "kv_len", "rows"),
+                   donate_argnames=("cache",))
+def slot_step(graphdef, state, cache, tokens, positions, active, key_data, counts, temperature,
+              top_k, top_p, ban_id, *, kv_len: int, rows: Optional[int] = None):
+  """One decode step over the first `rows` slots (static; None: all N). tokens / positions /
+  active / counts / temperature / top_k / top_p / ban_id [N]; key_data [N, 2] uint32 (each row's
+  key) -> (next token [N] (0 past `rows`), its logp [N], cache). Row n samples with
+  fold_in(key n, counts n). An inactive slot's write is masked out and its index does not move.
+  Attention reads the first kv_len positions (static: a bucket above every active slot's index).
+
+  With rows < N every active slot must lie below `rows`. The step then runs on a copy of the
+  filled corner of the cache ([rows, ..., kv_len]: the part attention reads anyway) and writes
+  back only the new token's column, so its GEMMs have `rows` rows, not N: XLA CPU's small-M
+  GEMMs cost roughly in proportion to M (BUILD_NOTES.md, F7)."""
+  N = cache.mask.shape[0]
+  R = N if rows is None else min(int(rows), N)
+  return _decode_once(nnx.merge(graphdef, state), cache, tokens, positions, active, key_data,
+                      counts, temperature, top_k, top_p, ban_id, kv_len, R)
+
+
+@functools.partial(jax.jit, static_argnames=("graphdef", "kv_len", "rows", "chunk"),
+                   donate_argnames=("cache",))
+def slot_steps(graphdef, state, cache, tokens, positions, active, key_data, counts, temperature,
+               top_k, top_p, ban_id, *, kv_len: int, rows: Optional[int] = None, chunk: int = 8):
+  """`chunk` decode steps in one call (a `lax.scan` of `slot_step`'s body): the same arguments
+  -> (tokens [N, chunk], logps [N, chunk], cache). Step j feeds step j-1's token at position
+  + j and samples with fold_in(key n, counts n + j), so the tokens equal `chunk` single steps'.
+  Rows keep decoding past a stop token (the host drops what follows it); kv_len must cover
+  every active slot's index + chunk."""
+  model = nnx.merge(graphdef, state)
+  N = cache.mask.shape[0]
+  R = N if rows is None else min(int(rows), N)
+
+  def body(carry, j):
+    cache, tok = carry
+    nxt, lp, cache = _decode_once(model, cache, tok, positions + j, active, key_data,
+                                  counts + j.astype(counts.dtype), temperature, top_k, top_p,
+                                  ban_id, kv_len, R)
+    return (cache, jnp.where(active, nxt, tok)), (nxt, lp)
+
+  (cache, _), (toks, lps) = jax.lax.scan(body, (cache, tokens), jnp.arange(chunk, dtype=jnp.int32))
+  return toks.T, lps.T, cache
 
 
 @functools.partial(jax.jit, donate_argnames=("cache",))
@@ -150,7 +186,7 @@ class ContinuousEngine(EngineBase):
 
   def __init__(self, model, tokenizer, slots: int = 16, max_cache_len: Optional[int] = None,
                seed: int = 0, min_prompt_bucket: int = 16, min_kv_bucket: int = 64,
-               row_buckets: Sequence[int] = (1, 4)):
+               row_buckets: Sequence[int] = (1, 4), decode_chunk: int = 1):
     self.sampler = Sampler(model, tokenizer, max_cache_len=max_cache_len)   # adaswitch serving
     self.graphdef, self.state = nnx.split(model)
     self.tokenizer = tokenizer
@@ -160,6 +196,9 @@ class ContinuousEngine(EngineBase):
     # A step spans the smallest bucket holding every active slot (rows are admitted lowest slot
     # first): one client decodes with 1-row GEMMs, not `slots`-row ones.
     self.row_buckets = sorted({min(max(1, int(b)), self.slots) for b in row_buckets} | {self.slots})
+    # While no request waits, `decode_chunk` steps run in one call (`slot_steps`): the host's
+    # per-step work (dispatch, bookkeeping) is paid once per chunk, not once per token.
+    self.chunk = max(1, int(decode_chunk))
     c = init_cache(model.cfg, self.slots, S)
     # Committed to the device, as the background-compiled steps return it: the jitted steps' cache
     # keys on it, and a mix would compile each step shape twice.
@@ -178,14 +217,15 @@ class ContinuousEngine(EngineBase):
     self._stop_ids = set(int(t) for t in tokenizer.stop_ids)
     self.stats = {"requests": 0, "steps": 0, "rows": 0, "device_s": 0.0, "prefills": 0,
                   "max_active": 0, "active_row_steps": 0, "cancelled_rows": 0, "row_steps": {},
-                  "small_steps_queued": 0, "small_steps_compiled": 0, "small_steps_failed": 0}
+                  "small_steps_queued": 0, "small_steps_compiled": 0, "small_steps_failed": 0,
+                  "chunk_steps": 0}
     self._q: "queue.Queue" = queue.Queue()
     self._waiting: list = []
     self._n = 0
     self._closed = False
-    # Steps over fewer rows than `slots` are compiled ahead of time on a second thread (queued by
-    # warmup(), or the first time a step could use one); until one is ready the step spans all
-    # slots, so no request waits for a compile.
+    # Steps over fewer rows than `slots`, and chunked steps, are compiled ahead of time on a
+    # second thread (queued by warmup(), or the first time a step could use one); until one is
+    # ready the step is a single one over all slots, so no request waits for a compile.
     self._small_steps: dict = {}
     self._compile_q: "queue.Queue" = queue.Queue()
     self._queued: set = set()
@@ -249,8 +289,10 @@ class ContinuousEngine(EngineBase):
           kv_len=kv)
     self.cache.mask.block_until_ready()
     for kv in kvs:
-      for rows in self.row_buckets[:-1]:
-        self._want_small_step(rows, kv)
+      for rows in self.row_buckets:
+        for k in {1, self.chunk}:
+          if rows < self.slots or k > 1:
+            self._want_small_step(rows, kv, k)
     return time.perf_counter() - t
 
   def wait_small_steps(self, timeout: Optional[float] = None) -> bool:
@@ -267,11 +309,11 @@ class ContinuousEngine(EngineBase):
     return [jnp.asarray(x) for x in (self._tok, self._pos, self._active, self._keys, counts,
                                      self._temp, self._topk, self._topp, self._ban)]
 
-  def _want_small_step(self, rows: int, kv: int) -> None:
-    if (rows, kv) not in self._queued:
-      self._queued.add((rows, kv))
+  def _want_small_step(self, rows: int, kv: int, k: int = 1) -> None:
+    if (rows, kv, k) not in self._queued:
+      self._queued.add((rows, kv, k))
       self.stats["small_steps_queued"] += 1
-      self._compile_q.put((rows, kv))
+      self._compile_q.put((rows, kv, k))
 
   def _compile_small_steps(self) -> None:
     spec = lambda tree: jax.tree.map(
@@ -282,14 +324,17 @@ class ContinuousEngine(EngineBase):
       item = self._compile_q.get()
       if item is None or self._closed:
         return
-      rows, kv = item
+      rows, kv, k = item
       try:
-        self._small_steps[item] = slot_step.lower(self.graphdef, state, cache, *args, kv_len=kv,
-                                                  rows=rows).compile()
+        if k == 1:
+          fn = slot_step.lower(self.graphdef, state, cache, *args, kv_len=kv, rows=rows)
+        else:
+          fn = slot_steps.lower(self.graphdef, state, cache, *args, kv_len=kv, rows=rows, chunk=k)
+        self._small_steps[item] = fn.compile()
         self.stats["small_steps_compiled"] += 1
-      except Exception:   # the all-slots step still serves
+      except Exception:   # the single all-slots step still serves
         self.stats["small_steps_failed"] += 1
-        log.exception("compiling the %d-row step (kv %d) failed", rows, kv)
+        log.exception("compiling the %d-row step (kv %d, chunk %d) failed", rows, kv, k)
 
   def close(self) -> None:
     self._closed = True
@@ -383,25 +428,39 @@ class ContinuousEngine(EngineBase):
     live = np.flatnonzero(self._active)
     counts = np.asarray([len(r.toks) if r is not None else 0 for r in self._rows], np.uint32)
     top = max(self._pos[s] for s in live) + 1       # every active row's keys lie below this
-    kv = min(next_bucket(top, self.min_kv), self.max_cache_len)
     rows = next(b for b in self.row_buckets if b > live[-1])
-    small = self._small_steps.get((rows, kv)) if rows < self.slots else None
-    if small is not None:
-      tok, _, self.cache = small(self.state, self.cache, *self._step_args(counts))
+    # A chunk only while nobody waits to be admitted (admission happens between calls) and the
+    # chunk fits the cache; a row that stops mid-chunk drops the chunk's later tokens.
+    k = self.chunk if (self.chunk > 1 and not self._waiting and self._q.empty()
+                       and top - 1 + self.chunk <= self.max_cache_len) else 1
+    kv = min(next_bucket(top + k - 1, self.min_kv), self.max_cache_len)
+    fn = self._small_steps.get((rows, kv, k)) if (rows < self.slots or k > 1) else None
+    if fn is None and k > 1:          # the chunked step is still compiling: one step
+      self._want_small_step(rows, kv, k)
+      k = 1
+      kv = min(next_bucket(top, self.min_kv), self.max_cache_len)
+      fn = self._small_steps.get((rows, kv, 1)) if rows < self.slots else None
+    if fn is not None:
+      tok, _, self.cache = fn(self.state, self.cache, *self._step_args(counts))
     else:
       if rows < self.slots:
         self._want_small_step(rows, kv)
       tok, _, self.cache = slot_step(self.graphdef, self.state, self.cache,
                                      *self._step_args(counts), kv_len=kv)
       rows = self.slots
-    self.stats["row_steps"][str(rows)] = self.stats["row_steps"].get(str(rows), 0) + 1
-    tok = np.asarray(tok)
+    self.stats["row_steps"][str(rows)] = self.stats["row_steps"].get(str(rows), 0) + k
+    tok = np.asarray(tok).reshape(self.slots, k)
     self.stats["device_s"] += time.perf_counter() - t
-    self.stats["steps"] += 1
-    self.stats["active_row_steps"] += len(live)
+    self.stats["steps"] += k
+    self.stats["chunk_steps"] += int(k > 1)
+    self.stats["active_row_steps"] += len(live) * k
     self.stats["max_active"] = max(self.stats["max_active"], len(live))
     for s in live:
-      self._accept(int(s), int(tok[s]))
+      r = self._rows[s]
+      for j in range(k):
+        if self._rows[s] is not r:   # the row stopped at an earlier token of the chunk
+          break
+        self._accept(int(s), int(tok[s, j]))
 
   def _accept(self, s: int, t: int) -> None:
     """Record slot s's new token t; retire the row when it stops."""

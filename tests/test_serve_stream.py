@@ -96,12 +96,17 @@ def test_chunked_steps_decode_what_single_steps_decode(engine):
 def test_a_short_request_leaves_before_a_long_one_ends(engine):
   e, _ = engine
   tok, done = e.tokenizer, {}
-  started = threading.Event()
-  long = e.submit(tok.encode("long"), GenParams(max_tokens=100, temperature=0.0),
-                  listener=lambda g, d, f: started.set())
+  started, queued = threading.Event(), threading.Event()
+
+  def hold(g, delta, finish):   # the engine thread waits at the long row's first token until
+    started.set()               # the short request is queued (a fixed sleep raced chunked steps)
+    queued.wait(10)
+
+  long = e.submit(tok.encode("long"), GenParams(max_tokens=100, temperature=0.0), listener=hold)
   long.add_done_callback(lambda f: done.setdefault("long", time.perf_counter()))
-  assert started.wait(60)   # the long row is decoding (a fixed sleep raced chunked steps)
+  assert started.wait(60)
   short = e.submit(tok.encode("short"), GenParams(max_tokens=2, temperature=0.0))
+  queued.set()
   short.add_done_callback(lambda f: done.setdefault("short", time.perf_counter()))
   long.result(timeout=60), short.result(timeout=60)
   assert done["short"] < done["long"]
@@ -109,12 +114,18 @@ def test_a_short_request_leaves_before_a_long_one_ends(engine):
 
 def test_cancel_frees_the_slot(engine):
   e, _ = engine
-  first = threading.Event()
+  first, cancelled = threading.Event(), threading.Event()
+
+  def hold(g, delta, finish):   # the engine waits at the first token until the cancel is in,
+    first.set()                 # so the row cannot finish first
+    cancelled.wait(10)
+
   before = e.stats["cancelled_rows"]
   fut = e.submit(e.tokenizer.encode("go"), GenParams(max_tokens=120, temperature=0.0),
-                 listener=lambda g, d, f: first.set())
+                 listener=hold)
   assert first.wait(60)
   e.cancel(fut)
+  cancelled.set()
   with pytest.raises(concurrent.futures.CancelledError):
     fut.result(timeout=60)
   assert e.stats["cancelled_rows"] == before + 1

@@ -125,8 +125,8 @@ def finish_rollout(p: PendingRollout, task_of, group: int, bridge,
   if bridge is not None:
     bridge.forget(p.keys)
   reward[:] = local_correct   # also a faulted offload's fallback (none for a marker row)
-  wrong = [n for n in rows if local_correct[n] == 0.0]
-  if partial_credit > 0.0 and wrong:
+  wrong = [n for n in rows if local_correct[n] == 0.0] if partial_credit > 0.0 else []
+  if wrong:
     reward[wrong] = partial_credit * score_rows(task_of, [out.texts[n] for n in wrong],
                                                 [p.examples[n // G] for n in wrong],
                                                 "partial_credit_many")
